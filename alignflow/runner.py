@@ -1,0 +1,223 @@
+"""Plan and execute stages: cache lookups, forced recomputation, MLflow runs, manifests.
+
+`execute_stage` is what a stage's Prefect task calls; `run_pipeline` is what a flow calls.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from alignflow import tracking
+from alignflow.caching import (
+    code_digest,
+    read_cached_result,
+    stage_cache_key,
+    verify_manifest,
+    write_manifest,
+)
+from alignflow.config import flatten_params, section_digest
+from alignflow.schemas.config import PipelineConfig
+from alignflow.stage import Stage, StageContext
+
+
+class PipelineError(RuntimeError):
+    """A run cannot proceed as asked (unknown stage, missing cached upstream, ...)."""
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    stage: Stage
+    task: Any  # the stage's Prefect task
+    mode: str  # "run" (cache if valid), "refresh" (recompute), "cached" (must come from cache)
+
+
+def active_stages(registry: list[tuple[Stage, Any]], config: PipelineConfig) -> list[tuple[Stage, Any]]:
+    """Stages whose section is configured and whose upstream stages are active, in order."""
+    active: list[tuple[Stage, Any]] = []
+    names: set[str] = set()
+    for stage, task in registry:
+        if stage.section(config) is not None and all(u in names for u in stage.upstream):
+            active.append((stage, task))
+            names.add(stage.name)
+    return active
+
+
+def _downstream(stages: list[Stage], root: str) -> set[str]:
+    found = {root}
+    for stage in stages:  # registry order is topological
+        if any(u in found for u in stage.upstream):
+            found.add(stage.name)
+    return found
+
+
+def _upstream(stages: list[Stage], root: str) -> set[str]:
+    by_name = {s.name: s for s in stages}
+    found, todo = set(), list(by_name[root].upstream)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(by_name[name].upstream)
+    return found
+
+
+def plan_stages(registry: list[tuple[Stage, Any]], config: PipelineConfig, *, only: str | None = None,
+                from_stage: str | None = None, refresh: tuple[str, ...] = ()) -> list[PlannedStage]:
+    active = active_stages(registry, config)
+    stages = [s for s, _ in active]
+    names = [s.name for s in stages]
+    known = [s.name for s, _ in registry]
+    for option, name in [("--only", only), ("--from", from_stage), *[("--refresh", r) for r in refresh]]:
+        if name is None:
+            continue
+        if name not in known:
+            raise PipelineError(f"{option} {name}: unknown stage; stages are {', '.join(known)}")
+        if name not in names:
+            raise PipelineError(f"{option} {name}: stage is not configured in this pipeline (no stages.{name} "
+                                f"section, or an upstream stage is missing); configured: {', '.join(names)}")
+    forced = set(refresh) | (_downstream(stages, from_stage) if from_stage else set())
+    planned = []
+    for stage, task in active:
+        if only and stage.name != only:
+            if stage.name in _upstream(stages, only):
+                planned.append(PlannedStage(stage, task, "cached"))
+            continue
+        planned.append(PlannedStage(stage, task, "refresh" if stage.name in forced else "run"))
+    return planned
+
+
+def stage_key(stage: Stage, config: PipelineConfig, upstream: dict[str, dict]) -> str:
+    return stage_cache_key(
+        stage=stage.name,
+        section_digest=section_digest(stage.section(config)),
+        input_digests={name: upstream[name]["digest"] for name in stage.upstream},
+        code=code_digest(stage.code),
+    )
+
+
+def cache_dir(config: PipelineConfig) -> Path:
+    return Path(config.cache.dir).resolve()
+
+
+def lookup(config: PipelineConfig, key: str) -> tuple[dict | None, str | None]:
+    """(cached result, None) if usable; (None, why not) otherwise."""
+    cached = read_cached_result(cache_dir(config), key)
+    if cached is None:
+        return None, "not cached"
+    problem = verify_manifest(Path(cached["out_dir"]), cached["digest"], config.cache.verify)
+    return (None, problem) if problem else (cached, None)
+
+
+def execute_stage(stage: Stage, request: dict) -> dict:
+    """Run one stage into a fresh output folder under its own MLflow child run; return its result."""
+    config = PipelineConfig.model_validate(request["config"])
+    out_dir = Path(request["out_dir"])
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    tracking.setup_tracking(config)
+    section = stage.section(config)
+    params = flatten_params(section)
+    run_id = tracking.start_stage_run(request["experiment_id"], request["parent_run_id"], stage.name,
+                                      request["cache_key"], request["upstream_runs"])
+    started = time.perf_counter()
+    with mlflow.start_run(run_id=run_id, nested=True):
+        for start in range(0, len(params), 100):
+            mlflow.log_params(dict(list(params.items())[start : start + 100]))
+        context = StageContext(stage.name, config, section, request["upstream"], out_dir)
+        output = stage.run(context)
+        digest = write_manifest(out_dir)
+        metrics = {**output.metrics, "stage_seconds": time.perf_counter() - started}
+        mlflow.log_metrics(metrics)
+        mlflow.set_tag("alignflow.output_digest", digest)
+    return {
+        "stage": stage.name,
+        "cache_key": request["cache_key"],
+        "out_dir": str(out_dir),
+        "outputs": output.outputs,
+        "digest": digest,
+        "metrics": metrics,
+        "params": params,
+        "summary": output.summary,
+        "mlflow_run_id": run_id,
+    }
+
+
+@dataclass
+class StageReport:
+    stage: str
+    status: str  # computed | cached
+    seconds: float
+    result: dict
+
+
+def run_pipeline(config: PipelineConfig, config_path: str, registry: list[tuple[Stage, Any]], *,
+                 only: str | None = None, from_stage: str | None = None,
+                 refresh: tuple[str, ...] = ()) -> list[StageReport]:
+    """Run the planned stages in order, each through its Prefect task (so Prefect caches it)."""
+    plan = plan_stages(registry, config, only=only, from_stage=from_stage, refresh=refresh)
+    experiment_id = tracking.setup_tracking(config)
+    parent_run_id = tracking.start_parent_run(experiment_id, config, config_path)
+    mlflow.MlflowClient().log_text(parent_run_id, Path(config_path).read_text(encoding="utf-8"), "config.yaml")
+    results: dict[str, dict] = {}
+    reports: list[StageReport] = []
+    ok = False
+    try:
+        for planned in plan:
+            report = _run_one(planned, config, results, experiment_id, parent_run_id)
+            results[planned.stage.name] = report.result
+            if planned.mode != "cached":
+                reports.append(report)
+        ok = True
+    finally:
+        tracking.end_run(parent_run_id, ok)
+    return reports
+
+
+def _run_one(planned: PlannedStage, config: PipelineConfig, results: dict[str, dict], experiment_id: str,
+             parent_run_id: str) -> StageReport:
+    stage = planned.stage
+    upstream = {name: results[name] for name in stage.upstream}
+    upstream_runs = {name: result["mlflow_run_id"] for name, result in upstream.items()}
+    key = stage_key(stage, config, upstream)
+    cached, problem = lookup(config, key)
+    if planned.mode == "cached":
+        if cached is None:
+            raise PipelineError(f"stage {stage.name} is needed from cache but has no usable cached result "
+                                f"({problem}); run the pipeline without --only first")
+        return StageReport(stage.name, "cached", 0.0, cached)
+    refresh = planned.mode == "refresh" or (cached is None and problem != "not cached")
+    reason = "forced" if planned.mode == "refresh" else ("cache invalid: " + problem if refresh else "")
+    print(f"[alignflow] {stage.name}: key {key}{' (' + reason + ')' if reason else ''}", flush=True)
+    request = {
+        "config": config.model_dump(mode="json"),
+        "cache_key": key,
+        "out_dir": str(Path(config.artifacts_dir).resolve() / stage.name / key),
+        "upstream": upstream,
+        "upstream_runs": upstream_runs,
+        "experiment_id": experiment_id,
+        "parent_run_id": parent_run_id,
+    }
+    started = time.perf_counter()
+    task = planned.task.with_options(result_storage=cache_dir(config), refresh_cache=refresh)
+    state = task(request, return_state=True)
+    result = state.result()
+    seconds = time.perf_counter() - started
+    if state.name == "Cached":
+        tracking.record_cache_hit(experiment_id, parent_run_id, result, upstream_runs)
+        print(f"[alignflow] {stage.name}: from cache (computed by run {result['mlflow_run_id']})", flush=True)
+        return StageReport(stage.name, "cached", seconds, result)
+    print(f"[alignflow] {stage.name}: computed in {seconds:.1f}s (run {result['mlflow_run_id']})", flush=True)
+    return StageReport(stage.name, "computed", seconds, result)
+
+
+STAGE_TASK_OPTIONS = {
+    "cache_key_fn": lambda context, parameters: parameters["request"]["cache_key"],
+    "persist_result": True,
+    "result_serializer": "json",
+}

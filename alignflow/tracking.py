@@ -1,0 +1,92 @@
+"""MLflow tracking shared by every stage: store, parent and child runs, lineage tags.
+
+Runs are created with the client and tagged explicitly (parent id, stage, cache key, upstream
+runs), so lineage does not depend on which thread holds MLflow's "active run".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from alignflow.schemas.config import PipelineConfig
+
+TAG_STAGE = "alignflow.stage"
+TAG_CACHE_KEY = "alignflow.cache_key"
+TAG_CACHED_FROM = "alignflow.cached_from"
+TAG_UPSTREAM = "alignflow.upstream_runs"
+TAG_PIPELINE = "alignflow.pipeline"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(config: PipelineConfig) -> str:
+    """Config first, then $MLFLOW_TRACKING_URI, then the project's SQLite store."""
+    return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def setup_tracking(config: PipelineConfig) -> str:
+    """Point MLflow at the pipeline's store and return its experiment id (created if needed)."""
+    uri = resolve_tracking_uri(config)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    name = config.tracking.experiment or config.name
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:"):
+        # Keep artifacts beside the database instead of $CWD/mlruns/<id>.
+        artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def start_parent_run(experiment_id: str, config: PipelineConfig, config_path: str) -> str:
+    run = MlflowClient().create_run(
+        experiment_id,
+        run_name=f"{config.name}-pipeline",
+        tags={TAG_PIPELINE: config.name, "alignflow.config_path": str(config_path)},
+    )
+    return run.info.run_id
+
+
+def start_stage_run(experiment_id: str, parent_run_id: str, stage: str, cache_key: str,
+                    upstream_runs: dict[str, str], cached_from: str | None = None) -> str:
+    tags = {
+        MLFLOW_PARENT_RUN_ID: parent_run_id,
+        MLFLOW_RUN_NAME: stage,
+        TAG_STAGE: stage,
+        TAG_CACHE_KEY: cache_key,
+        TAG_UPSTREAM: ",".join(f"{name}:{run}" for name, run in sorted(upstream_runs.items())),
+    }
+    if cached_from:
+        tags[TAG_CACHED_FROM] = cached_from
+    return MlflowClient().create_run(experiment_id, run_name=stage, tags=tags).info.run_id
+
+
+def end_run(run_id: str, ok: bool = True) -> None:
+    MlflowClient().set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
+def record_cache_hit(experiment_id: str, parent_run_id: str, result: dict, upstream_runs: dict[str, str]) -> str:
+    """A child run under the new parent that points at the run which computed the cached result."""
+    client = MlflowClient()
+    run_id = start_stage_run(experiment_id, parent_run_id, result["stage"], result["cache_key"],
+                             upstream_runs, cached_from=result["mlflow_run_id"])
+    params = [mlflow.entities.Param(k, v[:6000]) for k, v in result.get("params", {}).items()]
+    now = int(time.time() * 1000)
+    metrics = [mlflow.entities.Metric(k, float(v), now, 0) for k, v in result.get("metrics", {}).items()]
+    for start in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[start : start + 100])
+    client.log_batch(run_id, metrics=metrics)
+    end_run(run_id)
+    return run_id

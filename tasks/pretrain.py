@@ -1,0 +1,138 @@
+"""Stage `pretrain`: provide the pipeline's base model.
+
+Demo path: generate the synthetic few-shot corpus, train a byte-level BPE tokenizer, build a
+tiny Llama and pretrain it on CPU. Real path (`base_model:` set): fingerprint the given hub id
+or local folder and pass it on; nothing is trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import task
+
+from alignflow.demo.corpus import generate_streams
+from alignflow.demo.model import build_llama
+from alignflow.demo.pretraining import LoopSettings, evaluate_loss, pack_blocks, train_causal_lm
+from alignflow.demo.tokenizer import train_tokenizer
+from alignflow.plots import line_plot
+from alignflow.progress import StepProgress
+from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
+from alignflow.schemas.config import PipelineConfig, PretrainConfig
+from alignflow.stage import Stage, StageContext, StageOutput
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Cheap identity of a local model folder (names, sizes, mtimes), so edits change the cache key."""
+    entries = sorted(
+        (p.relative_to(folder).as_posix(), p.stat().st_size, int(p.stat().st_mtime))
+        for p in folder.rglob("*") if p.is_file()
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def pretrain_section(config: PipelineConfig) -> dict | None:
+    if config.base_model:
+        local = Path(config.base_model).expanduser()
+        fingerprint = folder_fingerprint(local) if local.is_dir() else None
+        return {"base_model": config.base_model, "fingerprint": fingerprint}
+    if config.stages.pretrain is None:
+        return None
+    return {"seed": config.seed, **config.stages.pretrain.model_dump(mode="json")}
+
+
+def write_corpus(rows: list[dict], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def build_demo_base_model(settings: PretrainConfig, seed: int, out_dir: Path) -> StageOutput:
+    """Corpus -> tokenizer -> tiny Llama -> pretraining; saves model/ (safetensors + tokenizer)."""
+    corpus_cfg, train_cfg = settings.corpus, settings.training
+    rows = list(generate_streams(
+        n_streams=corpus_cfg.n_streams, max_items=corpus_cfg.max_items,
+        description_prob=corpus_cfg.description_prob, languages=corpus_cfg.languages,
+        families=corpus_cfg.families, heldout_percent=corpus_cfg.heldout_percent, seed=seed,
+    ))
+    corpus_path = out_dir / "corpus.jsonl"
+    write_corpus(rows, corpus_path)
+    frame = pd.DataFrame(rows)
+    mlflow.log_input(mlflow.data.from_pandas(frame, source=str(corpus_path), name="demo-corpus"), context="pretrain")
+
+    tokenizer = train_tokenizer((row["text"] for row in rows), settings.tokenizer.vocab_size)
+    token_lists = [tokenizer(row["text"])["input_ids"] for row in rows]
+    blocks = pack_blocks(token_lists, tokenizer.bos_token_id, train_cfg.seq_len)
+    n_val = max(1, int(len(blocks) * train_cfg.validation_fraction)) if train_cfg.validation_fraction else 0
+    train_blocks, val_blocks = blocks[n_val:], blocks[:n_val]
+
+    model = build_llama(tokenizer, seed=seed, **settings.model.model_dump())
+    n_params = sum(p.numel() for p in model.parameters())
+    mlflow.log_params({"n_parameters": n_params, "corpus_tokens": int(blocks.numel()), "vocab_size": len(tokenizer)})
+
+    history: list[tuple[int, float]] = []
+    with StepProgress("pretrain", total=train_cfg.steps) as progress:
+        def on_log(step: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics(metrics, step=step)
+            history.append((step, metrics["train_loss"]))
+            progress.update(step, loss=metrics["train_loss"], tok_s=metrics["tokens_per_second"])
+
+        loop = LoopSettings(seed=seed, **train_cfg.model_dump(exclude={"seq_len", "validation_fraction"}))
+        final = train_causal_lm(model, train_blocks, loop, on_log)
+
+    metrics = {"final_train_loss": final["train_loss"], "tokens_per_second": final["tokens_per_second"]}
+    if n_val:
+        metrics["validation_loss"] = evaluate_loss(model, val_blocks, train_cfg.batch_size)
+    model_dir = out_dir / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    curve = line_plot(out_dir / "loss_curve.png", "pretraining loss", "step", "train loss",
+                      {"train": history})
+    mlflow.log_artifact(str(curve))
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    mlflow.log_artifact(str(corpus_path), artifact_path="data")
+    summary = {"n_parameters": n_params, "vocab_size": len(tokenizer), "corpus_streams": len(rows)}
+    return StageOutput(outputs={"model": str(model_dir), "corpus": str(corpus_path)}, metrics=metrics,
+                       summary=summary)
+
+
+def reference_base_model(name_or_path: str, out_dir: Path) -> StageOutput:
+    """Check that a hub id or local folder holds a loadable config and tokenizer; record it."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"base_model {name_or_path!r} cannot be loaded: {error}") from None
+    record = {"base_model": name_or_path, "model_type": config.model_type,
+              "architectures": getattr(config, "architectures", None)}
+    (out_dir / "base_model.json").write_text(json.dumps(record, indent=1))
+    mlflow.log_dict(record, "base_model.json")
+    return StageOutput(outputs={"model": name_or_path}, summary=record)
+
+
+def run_pretrain(context: StageContext) -> StageOutput:
+    if context.config.base_model:
+        return reference_base_model(context.config.base_model, context.out_dir)
+    return build_demo_base_model(context.config.stages.pretrain, context.config.seed, context.out_dir)
+
+
+STAGE = Stage(
+    name="pretrain",
+    upstream=(),
+    section=pretrain_section,
+    run=run_pretrain,
+    code=("alignflow.tasks.pretrain", "alignflow.demo.corpus", "alignflow.demo.lexicon",
+          "alignflow.demo.tokenizer", "alignflow.demo.model", "alignflow.demo.pretraining"),
+    description="Build the demo base model, or reference base_model.",
+)
+
+
+@task(name="pretrain", **STAGE_TASK_OPTIONS)
+def pretrain_task(request: dict) -> dict:
+    return execute_stage(STAGE, request)
