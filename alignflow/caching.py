@@ -79,16 +79,18 @@ def verify_manifest(folder: Path, expected_digest: str, mode: str = "sha256") ->
     return None
 
 
-def read_cached_result(storage: Path, key: str) -> dict | None:
-    """The result Prefect persisted for `key`, or None when there is none or it cannot be read."""
+def read_cached_result(storage: Path, key: str) -> tuple[dict | None, str | None]:
+    """(result, None) for what Prefect persisted under `key`; (None, why not) otherwise."""
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
 
     store = ResultStore(result_storage=LocalFileSystem(basepath=str(storage)))
+    if not store.exists(key):
+        return None, "not cached"
     try:
-        if not store.exists(key):
-            return None
         result = store.read(key).result
-    except Exception:  # a damaged record is a cache miss  # noqa: BLE001
-        return None
-    return result if isinstance(result, dict) else None
+    except Exception as error:  # a damaged record is a cache miss, not a crash  # noqa: BLE001
+        return None, f"cached record {storage / key} is unreadable ({type(error).__name__})"
+    if not isinstance(result, dict) or "digest" not in result:
+        return None, f"cached record {storage / key} is not a stage result"
+    return result, None

@@ -107,9 +107,9 @@ def cache_dir(config: PipelineConfig) -> Path:
 
 def lookup(config: PipelineConfig, key: str) -> tuple[dict | None, str | None]:
     """(cached result, None) if usable; (None, why not) otherwise."""
-    cached = read_cached_result(cache_dir(config), key)
+    cached, problem = read_cached_result(cache_dir(config), key)
     if cached is None:
-        return None, "not cached"
+        return None, problem
     problem = verify_manifest(Path(cached["out_dir"]), cached["digest"], config.cache.verify)
     return (None, problem) if problem else (cached, None)
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -90,3 +92,12 @@ def record_cache_hit(experiment_id: str, parent_run_id: str, result: dict, upstr
     client.log_batch(run_id, metrics=metrics)
     end_run(run_id)
     return run_id
+
+
+def log_table_input(frame: pd.DataFrame, source: Path, name: str, context: str) -> None:
+    """Record a table the active run read or produced (name, digest, schema) for lineage."""
+    with warnings.catch_warnings():
+        # MLflow warns that a local path matches two equivalent source types, and about int columns.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame, source=str(source), name=name)
+        mlflow.log_input(dataset, context=context)

@@ -24,6 +24,7 @@ from alignflow.progress import StepProgress
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, PretrainConfig
 from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.tracking import log_table_input
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -61,8 +62,7 @@ def build_demo_base_model(settings: PretrainConfig, seed: int, out_dir: Path) ->
     ))
     corpus_path = out_dir / "corpus.jsonl"
     write_corpus(rows, corpus_path)
-    frame = pd.DataFrame(rows)
-    mlflow.log_input(mlflow.data.from_pandas(frame, source=str(corpus_path), name="demo-corpus"), context="pretrain")
+    log_table_input(pd.DataFrame(rows), corpus_path, "demo-corpus", context="pretrain")
 
     tokenizer = train_tokenizer((row["text"] for row in rows), settings.tokenizer.vocab_size)
     token_lists = [tokenizer(row["text"])["input_ids"] for row in rows]

@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from alignflow.cli import main
+from alignflow.config import ConfigError, load_config, parse_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_configs_validate():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        config = load_config(path)
+        assert config.name
+
+
+def test_wrong_type_names_file_and_key_path(tmp_path):
+    path = write(tmp_path, "name: x\nstages:\n  pretrain:\n    training:\n      learning_rate: fast\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "stages.pretrain.training.learning_rate: Input should be a valid number" in message
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    path = write(tmp_path, "name: x\nstages:\n  pretrain:\n    training:\n      learning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match=r"stages\.pretrain\.training\.learning_rat: Extra inputs are not permitted"):
+        load_config(path)
+
+
+def test_every_problem_is_listed(tmp_path):
+    path = write(tmp_path, "name: x\nsed: 1\nstages:\n  pretrain:\n    model:\n      hidden_size: -3\n")
+    message = str(pytest.raises(ConfigError, load_config, path).value)
+    assert "sed: Extra inputs" in message
+    assert "stages.pretrain.model.hidden_size: Input should be greater than or equal to 8" in message
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    path = write(tmp_path, "name: x\nstages: [\n")
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml:\d+:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="either base_model or stages.pretrain"):
+        parse_config({"name": "x", "base_model": "gpt2", "stages": {"pretrain": {}}})
+    with pytest.raises(ConfigError, match="set base_model"):
+        parse_config({"name": "x"})
+    with pytest.raises(ConfigError, match="seq_len exceeds"):
+        parse_config({"name": "x", "stages": {"pretrain": {"training": {"seq_len": 999},
+                                                           "model": {"max_position_embeddings": 64}}}})
+
+
+def test_config_is_frozen():
+    config = parse_config({"name": "x", "base_model": "some/model"})
+    with pytest.raises(ValueError):
+        config.seed = 3  # type: ignore[misc]
+
+
+def test_every_field_has_a_description():
+    from alignflow.schemas.config import PipelineConfig, Section
+
+    def walk(model: type) -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            nested = [a for a in getattr(annotation, "__args__", (annotation,))
+                      if isinstance(a, type) and issubclass(a, Section)]
+            if nested:
+                missing += [f"{name}.{m}" for sub in nested for m in walk(sub)]
+            elif not field.description:
+                missing.append(name)
+        return missing
+
+    assert walk(PipelineConfig) == []
+
+
+def test_cli_validate(tmp_path, capsys):
+    assert main(["validate", str(REPO / "configs" / "smoke.yaml")]) == 0
+    assert "stages: pretrain" in capsys.readouterr().out
+    bad = write(tmp_path, "name: x\nstages:\n  pretrain:\n    tokenizer:\n      vocab_size: many\n")
+    assert main(["validate", str(bad)]) == 2
+    assert "stages.pretrain.tokenizer.vocab_size: Input should be a valid integer" in capsys.readouterr().err

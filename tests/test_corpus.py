@@ -1,0 +1,67 @@
+from collections import Counter
+
+import pytest
+
+from alignflow.demo.corpus import FIELD_LABELS, build_families, generate_streams, is_heldout, split_items
+
+
+def streams(**overrides):
+    options = dict(n_streams=400, max_items=5, description_prob=0.5, languages=["zh", "en"], families=None,
+                   heldout_percent=20, seed=0)
+    options.update(overrides)
+    return list(generate_streams(**options))
+
+
+def test_answers_are_verifiable():
+    families = build_families()
+    item = next(i for i in families["add"].items if i.input == "7, 5")
+    assert item.output == "12"
+    assert next(i for i in families["subtract"].items if i.input == "3, 9").output == "-6"
+    assert next(i for i in families["reverse"].items if i.input == "apple").output == "elppa"
+    assert next(i for i in families["translate"].items if i.input == "apple").output == "苹果"
+    assert {i.output for i in families["sentiment_zh"].items} == {"积极", "消极"}
+
+
+def test_families_of_a_kind_share_inputs_so_the_task_is_ambiguous_without_context():
+    by_kind: dict[str, list] = {}
+    for family in build_families().values():
+        by_kind.setdefault(family.kind, []).append(family)
+    for kind, families in by_kind.items():
+        assert len(families) >= 2, kind
+        inputs = [{i.input for i in f.items} for f in families]
+        assert all(s == inputs[0] for s in inputs), kind
+
+
+def test_heldout_inputs_never_appear_in_the_corpus():
+    rows = streams(n_streams=2000)
+    text = "\n".join(row["text"] for row in rows)
+    for family in build_families().values():
+        _, heldout = split_items(family, 20)
+        assert heldout, family.name
+        for item in heldout[:10]:
+            assert f"：{item.input}\n" not in text and f": {item.input}\n" not in text
+
+
+def test_split_is_by_input_and_stable():
+    assert is_heldout("apple", 20) == is_heldout("apple", 20)
+    assert not is_heldout("apple", 0)
+    assert is_heldout("apple", 100)
+
+
+def test_streams_are_reproducible_and_use_the_notes_format():
+    assert streams(seed=3) == streams(seed=3)
+    assert streams(seed=3) != streams(seed=4)
+    rows = streams()
+    for row in rows:
+        labels = FIELD_LABELS[row["language"]]
+        assert row["text"].count(labels["input"]) == row["n_items"]
+        assert row["text"].count(labels["output"]) == row["n_items"]
+        assert row["text"].startswith(labels["task"]) == row["has_description"]
+    share = sum(row["has_description"] for row in rows) / len(rows)
+    assert 0.4 < share < 0.6
+    assert set(Counter(row["language"] for row in rows)) == {"zh", "en"}
+
+
+def test_unknown_family_is_an_error():
+    with pytest.raises(ValueError, match="unknown task families"):
+        streams(families=["add", "poetry"])

@@ -1,0 +1,188 @@
+"""End to end on configs/smoke.yaml with real Prefect (caching) and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_project, run_cli
+from mlflow.tracking import MlflowClient
+from prefect import task
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignflow.cli import main
+from alignflow.config import load_config
+from alignflow.runner import STAGE_TASK_OPTIONS, PipelineError, execute_stage, run_pipeline
+from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.tasks import PIPELINE
+from alignflow.tracking import TAG_CACHE_KEY, TAG_CACHED_FROM, TAG_STAGE, TAG_UPSTREAM, default_tracking_uri
+
+pytestmark = pytest.mark.slow
+SMOKE = "configs/smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One cold run of the smoke pipeline in a fresh project folder (the current directory)."""
+    folder = make_project(tmp_path_factory.mktemp("smoke-project"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        assert main(["run", SMOKE]) == 0
+        yield folder
+
+
+def client() -> MlflowClient:
+    return MlflowClient(tracking_uri=default_tracking_uri())
+
+
+def stage_runs(stage: str = "pretrain"):
+    experiment = client().get_experiment_by_name("smoke")
+    return client().search_runs([experiment.experiment_id], f"tags.`{TAG_STAGE}` = '{stage}'",
+                                order_by=["attributes.start_time ASC"])
+
+
+def model_dir(folder: Path) -> Path:
+    return next((folder / "artifacts" / "pretrain").glob("pretrain-*")) / "model"
+
+
+def test_pretrain_builds_a_loadable_model(smoke):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir(smoke))
+    model = AutoModelForCausalLM.from_pretrained(model_dir(smoke))
+    prompt = tokenizer("输入：apple\n输出：", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert generated.shape[1] == prompt["input_ids"].shape[1] + 4
+    assert model.num_parameters() > 10_000
+
+
+def test_pretrain_run_is_tracked_with_params_metrics_and_artifacts(smoke):
+    run = stage_runs()[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["training.steps"] == "12"
+    assert run.data.params["corpus.languages"] == '["zh", "en"]'
+    assert run.data.tags[TAG_CACHE_KEY].startswith("pretrain-")
+    assert "mlflow.parentRunId" in run.data.tags
+    history = client().get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [4, 8, 12]
+    vocab = int(run.data.params["vocab_size"])
+    assert run.data.metrics["final_train_loss"] < math.log(vocab)
+    artifacts = {a.path for a in client().list_artifacts(run.info.run_id)}
+    assert {"loss_curve.png", "model", "data"} <= artifacts
+    model_files = {Path(a.path).name for a in client().list_artifacts(run.info.run_id, "model")}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= model_files
+    dataset_inputs = client().get_run(run.info.run_id).inputs.dataset_inputs
+    assert dataset_inputs[0].dataset.name == "demo-corpus" and dataset_inputs[0].dataset.digest
+    parent = client().get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["alignflow.pipeline"] == "smoke"
+    assert {a.path for a in client().list_artifacts(parent.info.run_id)} == {"config.yaml"}
+
+
+def test_second_run_in_a_new_process_is_served_from_cache(smoke, tmp_path):
+    weights = model_dir(smoke) / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    completed = run_cli(["run", SMOKE], smoke, tmp_path / "prefect")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "pretrain: from cache" in completed.stdout
+    assert weights.stat().st_mtime_ns == before
+    first, hit = stage_runs()[:2]
+    assert hit.data.tags[TAG_CACHED_FROM] == first.info.run_id
+    assert hit.data.tags["mlflow.parentRunId"] != first.data.tags["mlflow.parentRunId"]
+    assert hit.data.metrics["final_train_loss"] == first.data.metrics["final_train_loss"]
+    listing = run_cli(["stages", SMOKE], smoke, tmp_path / "prefect")
+    assert "pretrain        cached" in listing.stdout
+
+
+def test_deleted_or_corrupt_artifacts_are_recomputed(smoke, capsys):
+    weights = model_dir(smoke) / "model.safetensors"
+    weights.unlink()
+    assert main(["run", SMOKE]) == 0
+    out = capsys.readouterr().out
+    assert "cache invalid" in out and "model.safetensors is missing" in out
+    assert "pretrain        computed" in out
+    assert weights.exists()
+    with weights.open("r+b") as handle:  # flip bytes in place: same size, other content
+        handle.seek(100)
+        handle.write(b"\xff\xfe\xfd")
+    assert main(["run", SMOKE]) == 0
+    assert "changed content" in capsys.readouterr().out
+    AutoModelForCausalLM.from_pretrained(model_dir(smoke))
+
+
+def test_unreadable_cache_record_is_a_miss(smoke, capsys):
+    record = next((smoke / ".alignflow" / "cache").glob("pretrain-*"))
+    record.write_text("{broken")
+    assert main(["run", SMOKE]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain        computed" in out
+
+
+def test_refresh_recomputes_and_changed_config_gets_a_new_key(smoke, capsys):
+    runs_before = len(stage_runs())
+    assert main(["run", SMOKE, "--refresh", "pretrain"]) == 0
+    assert "(forced)" in capsys.readouterr().out
+    assert len(stage_runs()) == runs_before + 1 and stage_runs()[-1].data.tags.get(TAG_CACHED_FROM) is None
+
+    data = yaml.safe_load((smoke / SMOKE).read_text())
+    data["stages"]["pretrain"]["training"]["steps"] = 8
+    (smoke / "configs" / "changed.yaml").write_text(yaml.safe_dump(data))
+    assert main(["run", "configs/changed.yaml"]) == 0
+    assert "pretrain        computed" in capsys.readouterr().out
+    assert len(list((smoke / "artifacts" / "pretrain").glob("pretrain-*"))) == 2
+    assert main(["run", SMOKE]) == 0
+    assert "pretrain        cached" in capsys.readouterr().out
+
+
+def _echo(context: StageContext) -> StageOutput:
+    """A downstream stage that reads its upstream's model folder."""
+    model_path = Path(context.upstream["pretrain"]["outputs"]["model"])
+    (context.out_dir / "seen.json").write_text(json.dumps(sorted(p.name for p in model_path.iterdir())))
+    return StageOutput(outputs={"seen": str(context.out_dir / "seen.json")}, metrics={"files": 1.0})
+
+
+ECHO = Stage(name="echo", upstream=("pretrain",), section=lambda config: {"n": 1}, run=_echo,
+             code=("alignflow.runner",))
+
+
+@task(name="echo", **STAGE_TASK_OPTIONS)
+def echo_task(request: dict) -> dict:
+    return execute_stage(ECHO, request)
+
+
+def test_only_and_from_follow_the_graph(smoke, tmp_path):
+    registry = [*PIPELINE, (ECHO, echo_task)]
+    config = load_config(SMOKE)
+    reports = run_pipeline(config, SMOKE, registry)
+    assert [(r.stage, r.status) for r in reports] == [("pretrain", "cached"), ("echo", "computed")]
+    echo_run = client().get_run(reports[1].result["mlflow_run_id"])
+    assert echo_run.data.tags[TAG_UPSTREAM] == f"pretrain:{reports[0].result['mlflow_run_id']}"
+
+    only = run_pipeline(config, SMOKE, registry, only="echo", refresh=("echo",))
+    assert [(r.stage, r.status) for r in only] == [("echo", "computed")]
+    from_pretrain = run_pipeline(config, SMOKE, registry, from_stage="pretrain")
+    assert [r.status for r in from_pretrain] == ["computed", "computed"]
+
+    empty_cache = config.model_copy(update={"cache": config.cache.model_copy(update={"dir": str(tmp_path)})})
+    with pytest.raises(PipelineError, match="pretrain is needed from cache"):
+        run_pipeline(empty_cache, SMOKE, registry, only="echo")
+    with pytest.raises(PipelineError, match="unknown stage"):
+        run_pipeline(config, SMOKE, registry, only="sft")
+
+
+def test_cli_reports_bad_stage_names(smoke, capsys):
+    assert main(["run", SMOKE, "--only", "nope"]) == 2
+    assert "--only nope: unknown stage" in capsys.readouterr().err
+
+
+def test_base_model_from_a_local_folder(smoke, tmp_path, capsys):
+    local = tmp_path / "my-model"
+    shutil.copytree(model_dir(smoke), local)
+    (smoke / "configs" / "real.yaml").write_text(f"name: smoke\nbase_model: {local}\n")
+    assert main(["run", "configs/real.yaml"]) == 0
+    run = stage_runs()[-1]
+    assert run.data.params["base_model"] == str(local)
+    (smoke / "configs" / "missing.yaml").write_text(f"name: smoke\nbase_model: {tmp_path / 'absent'}\n")
+    with pytest.raises(Exception, match="cannot be loaded"):
+        main(["run", "configs/missing.yaml"])
