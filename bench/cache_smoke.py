@@ -1,0 +1,48 @@
+"""Cold vs cached wall time of `alignflow run configs/smoke.yaml`, side by side in one go.
+
+Each run is a new process in a fresh project folder (as a user runs it), so both include
+Python start-up and Prefect's temporary server. Usage: python bench/cache_smoke.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed_run(folder: Path, config: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "alignflow.cli", "run", config], cwd=folder, check=True,
+                   capture_output=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--config", default="configs/smoke.yaml")
+    args = parser.parse_args()
+    cold, cached = [], []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            shutil.copytree(REPO / "configs", folder / "configs")
+            cold.append(timed_run(folder, args.config))
+            cached.append(timed_run(folder, args.config))
+    print(f"config: {args.config}, repeats: {args.repeats} (pairs run back to back)")
+    print(f"cold   median {statistics.median(cold):6.1f} s   runs {', '.join(f'{t:.1f}' for t in cold)}")
+    print(f"cached median {statistics.median(cached):6.1f} s   runs {', '.join(f'{t:.1f}' for t in cached)}")
+    print(f"cached / cold = {statistics.median(cached) / statistics.median(cold):.2f}")
+
+
+if __name__ == "__main__":
+    main()
