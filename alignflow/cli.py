@@ -80,12 +80,15 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     results: dict[str, dict] = {}
+    active = active_stages(PIPELINE, config)
+    names = {stage.name for stage, _ in active}
     print(f"{'stage':<16}{'status':<12}{'cache key':<50}detail")
-    for stage, _ in active_stages(PIPELINE, config):
-        if not all(name in results for name in stage.upstream):
+    for stage, _ in active:
+        inputs = stage.inputs(names)
+        if not all(name in results for name in inputs):
             print(f"{stage.name:<16}{'pending':<12}{'-':<50}upstream not cached yet")
             continue
-        key = stage_key(stage, config, results)
+        key = stage_key(stage, config, {name: results[name] for name in inputs})
         cached, problem = lookup(config, key)
         if cached:
             results[stage.name] = cached

@@ -49,21 +49,22 @@ def active_stages(registry: list[tuple[Stage, Any]], config: PipelineConfig) -> 
 
 
 def _downstream(stages: list[Stage], root: str) -> set[str]:
+    active = {s.name for s in stages}
     found = {root}
     for stage in stages:  # registry order is topological
-        if any(u in found for u in stage.upstream):
+        if any(u in found for u in stage.inputs(active)):
             found.add(stage.name)
     return found
 
 
 def _upstream(stages: list[Stage], root: str) -> set[str]:
     by_name = {s.name: s for s in stages}
-    found, todo = set(), list(by_name[root].upstream)
+    found, todo = set(), list(by_name[root].inputs(by_name))
     while todo:
         name = todo.pop()
         if name not in found:
             found.add(name)
-            todo.extend(by_name[name].upstream)
+            todo.extend(by_name[name].inputs(by_name))
     return found
 
 
@@ -93,10 +94,11 @@ def plan_stages(registry: list[tuple[Stage, Any]], config: PipelineConfig, *, on
 
 
 def stage_key(stage: Stage, config: PipelineConfig, upstream: dict[str, dict]) -> str:
+    """Cache key of `stage`; `upstream` holds the results of exactly the stages it reads."""
     return stage_cache_key(
         stage=stage.name,
         section_digest=section_digest(stage.section(config)),
-        input_digests={name: upstream[name]["digest"] for name in stage.upstream},
+        input_digests={name: result["digest"] for name, result in upstream.items()},
         code=code_digest(stage.code),
     )
 
@@ -161,6 +163,7 @@ def run_pipeline(config: PipelineConfig, config_path: str, registry: list[tuple[
                  refresh: tuple[str, ...] = ()) -> list[StageReport]:
     """Run the planned stages in order, each through its Prefect task (so Prefect caches it)."""
     plan = plan_stages(registry, config, only=only, from_stage=from_stage, refresh=refresh)
+    active = {stage.name for stage, _ in active_stages(registry, config)}
     experiment_id = tracking.setup_tracking(config)
     parent_run_id = tracking.start_parent_run(experiment_id, config, config_path)
     mlflow.MlflowClient().log_text(parent_run_id, Path(config_path).read_text(encoding="utf-8"), "config.yaml")
@@ -169,7 +172,8 @@ def run_pipeline(config: PipelineConfig, config_path: str, registry: list[tuple[
     ok = False
     try:
         for planned in plan:
-            report = _run_one(planned, config, results, experiment_id, parent_run_id)
+            upstream = {name: results[name] for name in planned.stage.inputs(active)}
+            report = _run_one(planned, config, upstream, experiment_id, parent_run_id)
             results[planned.stage.name] = report.result
             if planned.mode != "cached":
                 reports.append(report)
@@ -179,10 +183,9 @@ def run_pipeline(config: PipelineConfig, config_path: str, registry: list[tuple[
     return reports
 
 
-def _run_one(planned: PlannedStage, config: PipelineConfig, results: dict[str, dict], experiment_id: str,
+def _run_one(planned: PlannedStage, config: PipelineConfig, upstream: dict[str, dict], experiment_id: str,
              parent_run_id: str) -> StageReport:
     stage = planned.stage
-    upstream = {name: results[name] for name in stage.upstream}
     upstream_runs = {name: result["mlflow_run_id"] for name, result in upstream.items()}
     key = stage_key(stage, config, upstream)
     cached, problem = lookup(config, key)

@@ -40,7 +40,8 @@ class Stage:
 
     `section` picks out of the pipeline config everything that determines this stage's output
     (None: the stage is not configured and does not run). `code` lists the modules whose source
-    is part of the cache key.
+    is part of the cache key. `upstream` stages must be configured for this stage to run;
+    `optional_upstream` ones are read only when configured.
     """
 
     name: str
@@ -49,3 +50,8 @@ class Stage:
     run: Callable[[StageContext], StageOutput]
     code: tuple[str, ...]
     description: str = ""
+    optional_upstream: tuple[str, ...] = ()  # read when configured (e.g. self_instruct before clean)
+
+    def inputs(self, active: set[str] | dict) -> tuple[str, ...]:
+        """Upstream stages this stage reads in a pipeline where `active` stages run."""
+        return self.upstream + tuple(name for name in self.optional_upstream if name in active)

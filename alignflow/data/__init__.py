@@ -1,0 +1,1 @@
+"""Instruction-data helpers: loading, validation, tables."""
