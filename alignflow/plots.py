@@ -26,3 +26,21 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def count_panels(path: Path, title: str, panels: dict[str, dict[str, int]]) -> Path:
+    """Horizontal bar charts of counts, one panel per named breakdown, saved as PNG."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), dpi=100, squeeze=False)
+    for axis, (name, counts) in zip(axes[0], panels.items(), strict=True):
+        labels = list(counts)[::-1]
+        axis.barh(labels, [counts[label] for label in labels], color="#4c72b0")
+        axis.set_title(name)
+        axis.tick_params(axis="y", labelsize=8)
+        if not counts:
+            axis.set(xticks=[], yticks=[])
+            axis.text(0.5, 0.5, "none", ha="center", va="center", transform=axis.transAxes)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

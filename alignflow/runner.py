@@ -198,7 +198,7 @@ def _run_one(planned: PlannedStage, config: PipelineConfig, upstream: dict[str, 
     reason = "forced" if planned.mode == "refresh" else ("cache invalid: " + problem if refresh else "")
     print(f"[alignflow] {stage.name}: key {key}{' (' + reason + ')' if reason else ''}", flush=True)
     request = {
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", by_alias=True),
         "cache_key": key,
         "out_dir": str(Path(config.artifacts_dir).resolve() / stage.name / key),
         "upstream": upstream,

@@ -105,11 +105,49 @@ class PretrainConfig(Section):
         return self
 
 
+class TemplatedDatasetConfig(Section):
+    path: str = Field(..., description="A .jsonl/.csv/.parquet file, or a `datasets.load_dataset` name or folder.")
+    templates: str = Field(..., description="YAML file with task, columns, templates and verbalizers.")
+    split: str = Field("train", description="Split to read when `path` goes through datasets.load_dataset.")
+    limit: int | None = Field(None, ge=1, description="Convert at most this many rows (first ones).")
+
+
+class BuildConfig(Section):
+    """Collects instruction rows from human-written seeds and templated datasets."""
+
+    seeds: list[str] = Field(
+        ["data/seed/instructions.jsonl"],
+        description="Files of human-written rows: basic (task/instruction/input/output) or dialogue (messages).",
+    )
+    datasets: list[TemplatedDatasetConfig] = Field([], description="Existing datasets converted through templates.")
+    max_chars: int = Field(20000, ge=1, description="Reject a row whose any field is longer than this.")
+    max_rejected_fraction: float = Field(
+        0.2, ge=0, le=1, description="Fail the stage if more than this fraction of rows read is rejected."
+    )
+
+
+class ValidateConfig(Section):
+    """Final check of the instruction data: schema, rejection budget, data card, train/validation split."""
+
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of rows (per task, seeded) held out as the SFT validation split."
+    )
+    min_rows: int = Field(1, ge=1, description="Fail if fewer valid rows than this remain.")
+    max_rejected_fraction: float = Field(
+        0.5, ge=0, le=1,
+        description="Fail if, over the whole data flow, more than this fraction of rows read was rejected.",
+    )
+
+
 class StagesConfig(Section):
     """One section per stage; a stage whose section is absent does not run."""
 
     pretrain: PretrainConfig | None = Field(
         None, description="Pretrain the demo base model. Exclusive with top-level base_model."
+    )
+    build: BuildConfig | None = Field(None, description="Build instruction data from seeds and datasets.")
+    validate_data: ValidateConfig | None = Field(
+        None, alias="validate", description="Validate the instruction data, write the data card and the splits."
     )
 
 

@@ -1,8 +1,10 @@
 """Stages, one module each, in topological order (a stage comes after everything it reads)."""
 
-from alignflow.tasks import pretrain
+from alignflow.tasks import build, pretrain, validate
 
-# (stage, its Prefect task); later issues append build, self_instruct, clean, sft, ...
+# (stage, its Prefect task); data flow: build -> self_instruct -> clean -> validate
 PIPELINE = [
     (pretrain.STAGE, pretrain.pretrain_task),
+    (build.STAGE, build.build_task),
+    (validate.STAGE, validate.validate_task),
 ]

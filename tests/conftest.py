@@ -24,9 +24,10 @@ configure_environment(_SESSION_HOME)
 
 
 def make_project(folder: Path) -> Path:
-    """A project folder as a user has it: the shipped configs, nothing else."""
+    """A project folder as a user has it: the shipped configs and data files."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "configs", folder / "configs", dirs_exist_ok=True)
+    shutil.copytree(REPO / "data", folder / "data", dirs_exist_ok=True)
     return folder
 
 

@@ -129,7 +129,8 @@ def test_refresh_recomputes_and_changed_config_gets_a_new_key(smoke, capsys):
     data["stages"]["pretrain"]["training"]["steps"] = 8
     (smoke / "configs" / "changed.yaml").write_text(yaml.safe_dump(data))
     assert main(["run", "configs/changed.yaml"]) == 0
-    assert "pretrain        computed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pretrain        computed" in out and "build           cached" in out
     assert len(list((smoke / "artifacts" / "pretrain").glob("pretrain-*"))) == 2
     assert main(["run", SMOKE]) == 0
     assert "pretrain        cached" in capsys.readouterr().out
@@ -154,21 +155,54 @@ def echo_task(request: dict) -> dict:
 def test_only_and_from_follow_the_graph(smoke, tmp_path):
     registry = [*PIPELINE, (ECHO, echo_task)]
     config = load_config(SMOKE)
-    reports = run_pipeline(config, SMOKE, registry)
-    assert [(r.stage, r.status) for r in reports] == [("pretrain", "cached"), ("echo", "computed")]
-    echo_run = client().get_run(reports[1].result["mlflow_run_id"])
-    assert echo_run.data.tags[TAG_UPSTREAM] == f"pretrain:{reports[0].result['mlflow_run_id']}"
+    reports = {r.stage: r for r in run_pipeline(config, SMOKE, registry)}
+    assert {name: r.status for name, r in reports.items()} == {
+        "pretrain": "cached", "build": "cached", "validate": "cached", "echo": "computed"}
+    echo_run = client().get_run(reports["echo"].result["mlflow_run_id"])
+    assert echo_run.data.tags[TAG_UPSTREAM] == f"pretrain:{reports['pretrain'].result['mlflow_run_id']}"
 
     only = run_pipeline(config, SMOKE, registry, only="echo", refresh=("echo",))
     assert [(r.stage, r.status) for r in only] == [("echo", "computed")]
     from_pretrain = run_pipeline(config, SMOKE, registry, from_stage="pretrain")
-    assert [r.status for r in from_pretrain] == ["computed", "computed"]
+    assert {r.stage: r.status for r in from_pretrain} == {
+        "pretrain": "computed", "build": "cached", "validate": "cached", "echo": "computed"}
 
     empty_cache = config.model_copy(update={"cache": config.cache.model_copy(update={"dir": str(tmp_path)})})
     with pytest.raises(PipelineError, match="pretrain is needed from cache"):
         run_pipeline(empty_cache, SMOKE, registry, only="echo")
     with pytest.raises(PipelineError, match="unknown stage"):
         run_pipeline(config, SMOKE, registry, only="sft")
+
+
+def test_data_flow_is_tracked_with_a_data_card(smoke):
+    run = stage_runs("validate")[0]
+    build_run = stage_runs("build")[0]
+    assert f"build:{build_run.info.run_id}" in run.data.tags[TAG_UPSTREAM]
+    assert run.data.metrics["rows_train"] + run.data.metrics["rows_validation"] == run.data.metrics["rows_valid"]
+    assert build_run.data.metrics["rows_read"] == (build_run.data.metrics["rows_kept"]
+                                                   + build_run.data.metrics["rows_rejected"])
+    card = {Path(a.path).name for a in client().list_artifacts(run.info.run_id, "data_card")}
+    assert {"data_card.md", "data_card.png", "task.json", "rejected.parquet"} <= card
+    names = {d.dataset.name for d in client().get_run(run.info.run_id).inputs.dataset_inputs}
+    assert names == {"instructions-train", "instructions-validation"}
+
+
+def test_changing_a_data_setting_recomputes_only_downstream(smoke, capsys):
+    data = yaml.safe_load((smoke / SMOKE).read_text())
+    data["stages"]["validate"]["validation_fraction"] = 0.3
+    (smoke / "configs" / "split.yaml").write_text(yaml.safe_dump(data))
+    assert main(["run", "configs/split.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain        cached" in out and "build           cached" in out
+    assert "validate        computed" in out
+    data["stages"]["build"]["max_chars"] = 5000
+    (smoke / "configs" / "split.yaml").write_text(yaml.safe_dump(data))
+    assert main(["run", "configs/split.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain        cached" in out
+    assert "build           computed" in out
+    # same rows as before, so validate's inputs did not change: it stays cached
+    assert "validate        cached" in out
 
 
 def test_cli_reports_bad_stage_names(smoke, capsys):

@@ -45,9 +45,12 @@ def record_json(row: dict | pd.Series) -> str:
     return json.dumps(data, ensure_ascii=False, default=str)
 
 
-def validate_instructions(frame: pd.DataFrame, *, stage: str, source: str,
-                          row_numbers: pd.Series | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate_instructions(frame: pd.DataFrame, *, stage: str, source: str, row_numbers: pd.Series | None = None,
+                          sources: pd.Series | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split `frame` into rows that satisfy InstructionRow and rejects naming row, field and check.
+
+    `row_numbers` and `sources` locate each row in the file it came from (default: its position
+    in `frame`, and `source`).
 
     Table-level problems (missing or unexpected columns) raise ValueError naming the columns,
     because no single row is to blame.
@@ -59,9 +62,10 @@ def validate_instructions(frame: pd.DataFrame, *, stage: str, source: str,
                          f"(missing: {missing or 'none'}; unexpected: {extra or 'none'})")
     frame = frame.reset_index(drop=True)
     numbers = row_numbers.reset_index(drop=True) if row_numbers is not None else pd.Series(frame.index + 1)
+    origin = sources.reset_index(drop=True) if sources is not None else pd.Series([source] * len(frame))
     duplicates = frame.index[frame["id"].duplicated(keep="first")]
     duplicate_rejects = [
-        {"stage": stage, "source": source, "row": int(numbers[i]), "id": str(frame.at[i, "id"]), "field": "id",
+        {"stage": stage, "source": origin[i], "row": int(numbers[i]), "id": str(frame.at[i, "id"]), "field": "id",
          "rule": "duplicate_id", "reason": f"id {frame.at[i, 'id']!r} already used by an earlier row",
          "record": record_json(frame.loc[i])}
         for i in duplicates
@@ -81,7 +85,7 @@ def validate_instructions(frame: pd.DataFrame, *, stage: str, source: str,
     for index, problems in sorted(bad.items()):
         record = frame.loc[index]
         rows.append({
-            "stage": stage, "source": source, "row": int(numbers[index]), "id": str(record.get("id", "")),
+            "stage": stage, "source": origin[index], "row": int(numbers[index]), "id": str(record.get("id", "")),
             "field": problems[0][0], "rule": "schema",
             "reason": "; ".join(f"{column}: {check}" for column, check in problems),
             "record": record_json(record),
