@@ -139,6 +139,41 @@ class ValidateConfig(Section):
     )
 
 
+class LoraSettings(Section):
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, description="Module names that get adapters."
+    )
+
+
+class SFTStageConfig(Section):
+    """Supervised fine-tuning on the validated instruction data (TRL SFTTrainer)."""
+
+    method: str = Field("full", pattern="^(full|lora)$", description="full: update every weight; lora: adapters.")
+    lora: LoraSettings = LoraSettings()
+    prompt_with_input: str = Field(
+        "指令：{instruction}\n输入：{input}\n输出：", description="Prompt template of basic rows that have an input."
+    )
+    prompt_without_input: str = Field("指令：{instruction}\n输出：", description="Prompt template of basic rows without input.")
+    max_length: int = Field(512, ge=8, description="Longest tokenised example; longer ones are cut at the end.")
+    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: str = Field(
+        "cosine", pattern="^(linear|cosine|constant_with_warmup)$", description="Decay after warm-up."
+    )
+    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
+    dropout: float | None = Field(None, ge=0, lt=1, description="Override the model's attention dropout.")
+    logging_steps: int = Field(5, ge=1, description="Steps between logged training metrics.")
+    eval_steps: int = Field(25, ge=1, description="Steps between validation-loss evaluations.")
+    save_steps: int = Field(50, ge=1, description="Steps between checkpoints (resume after an interruption).")
+
+
 class StagesConfig(Section):
     """One section per stage; a stage whose section is absent does not run."""
 
@@ -146,6 +181,7 @@ class StagesConfig(Section):
         None, description="Pretrain the demo base model. Exclusive with top-level base_model."
     )
     build: BuildConfig | None = Field(None, description="Build instruction data from seeds and datasets.")
+    sft: SFTStageConfig | None = Field(None, description="Supervised fine-tuning of the base model.")
     validate_data: ValidateConfig | None = Field(
         None, alias="validate", description="Validate the instruction data, write the data card and the splits."
     )
