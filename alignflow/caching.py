@@ -9,8 +9,7 @@ usable cached result from one whose files were deleted or damaged (a miss, never
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
+import importlib.util
 import json
 from pathlib import Path
 
@@ -28,11 +27,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def code_digest(module_names: tuple[str, ...]) -> str:
-    """Digest of the source of the modules that implement a stage."""
+    """Digest of the source files of the modules that implement a stage (read, not imported)."""
     digest = hashlib.sha256()
     for name in sorted(module_names):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            raise ValueError(f"stage code module {name!r} not found")
         digest.update(name.encode())
-        digest.update(inspect.getsource(importlib.import_module(name)).encode("utf-8"))
+        digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()
 
 

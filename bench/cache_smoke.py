@@ -21,8 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def timed_run(folder: Path, config: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "alignflow.cli", "run", config], cwd=folder, check=True,
-                   capture_output=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run([sys.executable, "-m", "alignflow.cli", "run", config], cwd=folder, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if done.returncode:
+        raise SystemExit(f"alignflow run failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
@@ -36,6 +38,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             shutil.copytree(REPO / "configs", folder / "configs")
+            shutil.copytree(REPO / "data", folder / "data")
             cold.append(timed_run(folder, args.config))
             cached.append(timed_run(folder, args.config))
     print(f"config: {args.config}, repeats: {args.repeats} (pairs run back to back)")

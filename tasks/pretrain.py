@@ -15,10 +15,6 @@ import mlflow
 import pandas as pd
 from prefect import task
 
-from alignflow.demo.corpus import generate_streams
-from alignflow.demo.model import build_llama
-from alignflow.demo.pretraining import LoopSettings, evaluate_loss, pack_blocks, train_causal_lm
-from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.plots import line_plot
 from alignflow.progress import StepProgress
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
@@ -54,6 +50,12 @@ def write_corpus(rows: list[dict], path: Path) -> None:
 
 def build_demo_base_model(settings: PretrainConfig, seed: int, out_dir: Path) -> StageOutput:
     """Corpus -> tokenizer -> tiny Llama -> pretraining; saves model/ (safetensors + tokenizer)."""
+    # Heavy ML imports stay inside the function: a fully cached run never pays for them.
+    from alignflow.demo.corpus import generate_streams
+    from alignflow.demo.model import build_llama
+    from alignflow.demo.pretraining import LoopSettings, evaluate_loss, pack_blocks, train_causal_lm
+    from alignflow.demo.tokenizer import train_tokenizer
+
     corpus_cfg, train_cfg = settings.corpus, settings.training
     rows = list(generate_streams(
         n_streams=corpus_cfg.n_streams, max_items=corpus_cfg.max_items,

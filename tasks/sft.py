@@ -11,17 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-import torch
-from datasets import Dataset
 from prefect import task
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignflow.data.tables import read_table
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, SFTStageConfig
 from alignflow.stage import Stage, StageContext, StageOutput
-from alignflow.training.callbacks import MlflowMetrics, ProgressBar
 from alignflow.training.sft_data import IGNORE, PromptTemplate, tokenize_row
 
 
@@ -30,8 +26,10 @@ def sft_section(config: PipelineConfig) -> dict | None:
     return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
 
 
-def tokenize_table(path: str, tokenizer, template: PromptTemplate, max_length: int) -> tuple[Dataset, int]:
-    """(dataset of input_ids/labels, number of rows dropped because truncation left no response token)."""
+def tokenize_table(path: str, tokenizer, template: PromptTemplate, max_length: int):
+    """(datasets.Dataset of input_ids/labels, number of rows dropped because truncation left no response token)."""
+    from datasets import Dataset
+
     rows, dropped = [], 0
     for row in read_table(path).to_dict(orient="records"):
         encoded = tokenize_row(row, tokenizer, template)
@@ -48,6 +46,7 @@ def checkpoint_dir(config: PipelineConfig, stage: str, out_dir: Path) -> Path:
 
 
 def trainer_arguments(settings: SFTStageConfig, output_dir: Path, seed: int, has_validation: bool):
+    import torch
     from trl import SFTConfig
 
     on_gpu = torch.cuda.is_available()
@@ -80,8 +79,12 @@ def trainer_arguments(settings: SFTStageConfig, output_dir: Path, seed: int, has
 
 
 def run_sft(context: StageContext) -> StageOutput:
+    import torch
     from peft import LoraConfig as PeftLoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
+
+    from alignflow.training.callbacks import MlflowMetrics, ProgressBar
 
     settings: SFTStageConfig = context.config.stages.sft
     base = context.upstream["pretrain"]["outputs"]["model"]
