@@ -3,11 +3,12 @@
 Rows are tokenised here (alignflow.training.sft_data) so that the loss mask is explicit and
 tested; TRL's SFTTrainer then trains on the pre-tokenised `input_ids`/`labels`. Checkpoints live
 outside the stage folder (`.alignflow/checkpoints/sft/<key>/`), so an interrupted run resumes
-from its last checkpoint when rerun. LoRA adapters are merged into a plain model folder.
+from its last checkpoint when rerun; a finished run deletes them. LoRA adapters are merged into a plain model folder.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -114,6 +115,7 @@ def run_sft(context: StageContext) -> StageOutput:
     resume = any(checkpoints.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
 
+    shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later forced rerun starts afresh
     model_dir = context.out_dir / "model"
     trained = trainer.model.merge_and_unload() if settings.method == "lora" else trainer.model
     trained.save_pretrained(model_dir)
