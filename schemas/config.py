@@ -145,8 +145,8 @@ class CleanConfig(Section):
     blocklist_extra: list[str] = Field([], description="More blocked words or phrases, added to the file's.")
     near_dup_threshold: float = Field(
         0.8, gt=0, le=1,
-        description="Reject a row whose estimated Jaccard similarity (character shingles) to an earlier kept "
-        "row reaches this.",
+        description="Reject a row whose Jaccard similarity (character shingles) to an earlier kept row reaches "
+        "this; MinHash-LSH finds the candidates, their exact shingle sets decide.",
     )
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length).")
     shingle_size: int = Field(5, ge=1, description="Characters per shingle for near-duplicate detection.")

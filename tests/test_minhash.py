@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from alignflow.data.minhash import (
     LshParams,
     candidate_pairs,
     estimated_jaccard,
+    exact_jaccard,
     first_kept_matches,
     lsh_params,
     minhash_signatures,
     near_duplicates,
     shingle_hashes,
     shingles,
+    similar_pairs,
 )
 
 
@@ -82,3 +85,19 @@ def test_near_duplicates_finds_edited_copies_not_strangers():
     assert [(d.index, d.of) for d in found] == [(2, 0), (3, 0)]
     assert all(0.8 <= d.similarity <= 1 for d in found)
     assert near_duplicates(texts[:1], 0.8) == []
+
+
+def test_exact_jaccard_of_pairs():
+    texts = ["abcdef", "abcdeg", "xyz"]
+    values = exact_jaccard(texts, np.array([[0, 1], [0, 2], [1, 1]]), 3)
+    assert values.tolist() == [pytest.approx(3 / 5), 0.0, 1.0]  # abc bcd cde shared; def vs deg differ
+
+
+def test_similar_pairs_never_report_below_the_threshold_and_find_pairs_just_above():
+    base = " ".join(f"word{i}" for i in range(60))
+    variant = base.replace("word7 ", "").replace("word30", "w30").replace("word45", "wx45")
+    exact = len(shingles(base, 5) & shingles(variant, 5)) / len(shingles(base, 5) | shingles(variant, 5))
+    texts = [base, "something else entirely, nothing alike at all", variant]
+    assert similar_pairs(texts, threshold=exact + 0.01)[0].tolist() == []
+    pairs, similarity = similar_pairs(texts, threshold=exact - 0.01)
+    assert pairs.tolist() == [[0, 2]] and similarity[0] == pytest.approx(exact)

@@ -365,7 +365,7 @@ def clean_table(frame: pd.DataFrame, filters: Filters, seed: int = 0) -> CleanRe
         index, of = survivors[unique[match.index]], survivors[unique[match.of]]
         removals.append(Removal(index, Problem(
             "", "near_duplicate",
-            f"estimated Jaccard {match.similarity:.2f} >= {settings.near_dup_threshold} with id {rows[of]['id']!r}")))
+            f"Jaccard {match.similarity:.2f} >= {settings.near_dup_threshold} with id {rows[of]['id']!r}")))
 
     removed = {r.index for r in removals}
     kept = pd.DataFrame([rows[i] for i in range(len(rows)) if i not in removed], columns=list(frame.columns))
