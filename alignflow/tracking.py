@@ -99,5 +99,8 @@ def log_table_input(frame: pd.DataFrame, source: Path, name: str, context: str) 
     with warnings.catch_warnings():
         # MLflow warns that a local path matches two equivalent source types, and about int columns.
         warnings.simplefilter("ignore", UserWarning)
+        # MLflow's digest compares cell types, which pandas 3 cannot do on an empty string[pyarrow]
+        # column (NotImplementedError): an empty table, e.g. no rejects, is logged as object columns.
+        frame = frame.astype(object) if frame.empty else frame
         dataset = mlflow.data.from_pandas(frame, source=str(source), name=name)
         mlflow.log_input(dataset, context=context)
