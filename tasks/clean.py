@@ -20,6 +20,7 @@ from alignflow.caching import sha256_file
 from alignflow.data.cleaning import RULES, CleanResult, Filters, clean_table, load_blocklist_terms
 from alignflow.data.tables import (
     check_rejected_fraction,
+    empty_rejects,
     read_table,
     record_json,
     rejects,
@@ -28,7 +29,7 @@ from alignflow.data.tables import (
 )
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import CleanConfig, PipelineConfig
-from alignflow.schemas.instruction import RejectedRow
+from alignflow.schemas.instruction import INSTRUCTION_COLUMNS, RejectedRow
 from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.tracking import log_table_input
 
@@ -64,31 +65,42 @@ class Rows:
     """Valid rows of all inputs with where each came from, and what was rejected on the way in."""
 
     frame: pd.DataFrame
-    origins: list[tuple[str, int, str]]  # (source file, 1-based row, original record as JSON), per row
+    origins: list[tuple[str, int]]  # (source file, 1-based row) of each row of `frame`
+    tables: dict[str, pd.DataFrame]  # each source file's table as read, for the original records
     rejected: list[pd.DataFrame]
     read: dict[str, int]  # rows read per upstream stage
+
+    def reject(self, index: int, field: str, rule: str, reason: str) -> dict:
+        """A RejectedRow for row `index` of `frame`, located in and copied from its source file."""
+        source, number = self.origins[index]
+        return {"stage": "clean", "source": source, "row": number, "id": str(self.frame.at[index, "id"]),
+                "field": field, "rule": rule, "reason": reason,
+                "record": record_json(self.tables[source].iloc[number - 1])}
 
 
 def read_inputs(upstream: dict[str, dict]) -> Rows:
     """Read and validate each upstream table; ids must be unique across them too."""
-    frames, origins, rejected, read = [], [], [], {}
+    rows = Rows(pd.DataFrame(columns=INSTRUCTION_COLUMNS), [], {}, [], {})
+    frames = []
     for stage, output in INPUTS:
         if stage not in upstream:
             continue
         path = upstream[stage]["outputs"][output]
         raw = read_table(path)
-        read[stage] = len(raw)
+        rows.read[stage], rows.tables[str(path)] = len(raw), raw
         log_table_input(raw, Path(path), f"{stage}.{output}", context="input")
+        if raw.empty:
+            continue
         valid, invalid = validate_instructions(raw, stage="clean", source=str(path))
-        rejected.append(invalid)
+        rows.rejected.append(invalid)
         first_row: dict = {}
         for number, row_id in enumerate(raw["id"], start=1):
             first_row.setdefault(row_id, number)
-        rows = [first_row[row_id] for row_id in valid["id"]]
         frames.append(valid)
-        origins += [(str(path), number, record_json(raw.iloc[number - 1])) for number in rows]
-    frame = pd.concat(frames, ignore_index=True)
-    return _drop_ids_seen_in_earlier_inputs(Rows(frame, origins, rejected, read))
+        rows.origins += [(str(path), first_row[row_id]) for row_id in valid["id"]]
+    if frames:
+        rows.frame = pd.concat(frames, ignore_index=True)
+    return _drop_ids_seen_in_earlier_inputs(rows)
 
 
 def _drop_ids_seen_in_earlier_inputs(rows: Rows) -> Rows:
@@ -97,27 +109,17 @@ def _drop_ids_seen_in_earlier_inputs(rows: Rows) -> Rows:
         return rows
     first_source = {row_id: rows.origins[i][0] for i, row_id in reversed(list(enumerate(rows.frame["id"])))}
     rows.rejected.append(rejects(
-        _reject(rows.origins[i], rows.frame.at[i, "id"], "id", "duplicate_id",
-                f"id {rows.frame.at[i, 'id']!r} already used in {first_source[rows.frame.at[i, 'id']]}")
+        rows.reject(i, "id", "duplicate_id",
+                    f"id {rows.frame.at[i, 'id']!r} already used in {first_source[rows.frame.at[i, 'id']]}")
         for i in rows.frame.index[repeated]
     ))
     keep = ~repeated.to_numpy()
     return Rows(rows.frame[keep].reset_index(drop=True), [o for o, k in zip(rows.origins, keep, strict=True) if k],
-                rows.rejected, rows.read)
-
-
-def _reject(origin: tuple[str, int, str], row_id: str, field: str, rule: str, reason: str) -> dict:
-    source, number, record = origin
-    return {"stage": "clean", "source": source, "row": number, "id": str(row_id), "field": field, "rule": rule,
-            "reason": reason, "record": record}
+                rows.tables, rows.rejected, rows.read)
 
 
 def cleaning_rejects(rows: Rows, result: CleanResult) -> pd.DataFrame:
-    return rejects(
-        _reject(rows.origins[r.index], rows.frame.at[r.index, "id"], r.problem.field, r.problem.rule,
-                r.problem.reason)
-        for r in result.removals
-    )
+    return rejects(rows.reject(r.index, r.problem.field, r.problem.rule, r.problem.reason) for r in result.removals)
 
 
 def validate_output(kept: pd.DataFrame, rows: Rows, out_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -125,22 +127,17 @@ def validate_output(kept: pd.DataFrame, rows: Rows, out_path: Path) -> tuple[pd.
 
     Failures are reported against the row's original file and line, not the output table.
     """
+    if kept.empty:
+        return kept, empty_rejects()
     valid, invalid = validate_instructions(kept, stage="clean", source=str(out_path))
-    if invalid.empty:
-        return valid, invalid
-    origin_of = {row_id: origin for row_id, origin in zip(rows.frame["id"], rows.origins, strict=True)}
-    located = invalid.copy()
-    for k, row_id in enumerate(invalid["id"]):
-        source, number, record = origin_of[row_id]
-        located.loc[k, ["source", "row", "record"]] = [source, number, record]
-        located.loc[k, "reason"] = f"after normalisation: {invalid.at[k, 'reason']}"
-    return valid, located
+    index_of = {row_id: index for index, row_id in enumerate(rows.frame["id"])}
+    return valid, rejects(rows.reject(index_of[r.id], r.field, r.rule, f"after normalisation: {r.reason}")
+                          for r in invalid.itertuples())
 
 
 def in_input_order(rejected: pd.DataFrame, rows: Rows) -> pd.DataFrame:
     """Rejects sorted as the rows were read (file by file, row by row), which is how people look for them."""
-    files = {source: k for k, source in enumerate(dict.fromkeys([o[0] for o in rows.origins]
-                                                                + list(rejected["source"])))}
+    files = {source: k for k, source in enumerate(dict.fromkeys([*rows.tables, *rejected["source"]]))}
     rejected = rejected.assign(row=rejected["row"].astype("int64"))
     order = sorted(range(len(rejected)), key=lambda k: (files[rejected["source"].iat[k]], rejected["row"].iat[k]))
     return rejected.iloc[order].reset_index(drop=True)

@@ -182,6 +182,14 @@ def test_self_instruct_is_optional(tmp_path, store):
     assert "rows_read_self_instruct" not in output.metrics
 
 
+def test_empty_inputs_give_empty_outputs(tmp_path, store):
+    empty = write_rows(tmp_path / "empty.parquet", [])
+    results = {"build": {"outputs": {"instructions": empty}, "digest": "d", "mlflow_run_id": "r"}}
+    output, _ = run_stage(tmp_path, make_config(tmp_path, store), results)
+    assert output.metrics["rows_read"] == output.metrics["rows_kept"] == output.metrics["rows_rejected"] == 0
+    assert read_table(output.outputs["instructions"]).columns.tolist() == INSTRUCTION_COLUMNS
+
+
 def test_too_many_rejects_fail_the_stage_listing_the_first_failures(tmp_path, store):
     with pytest.raises(ValueError, match=r"(?s)clean: 13 of 18 rows rejected.*build\.parquet row 4 \[-\] exact_duplicate"):
         run_stage(tmp_path, make_config(tmp_path, store, max_rejected_fraction=0.5), upstream(tmp_path))
