@@ -29,11 +29,13 @@ MIN_LANGUAGE_LETTERS = 2  # fewer letters ("A", "19") say nothing about the lang
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"  # kana, Han, Hangul
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 _TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")  # one CJK character, or a run of other letters/digits
+_WORD = re.compile(f"[^\\W\\d_{_CJK}]+")  # a run of letters in other scripts
 # Fullwidth ASCII punctuation and ellipses: NFKC would make them halfwidth ("！" -> "!").
 _WIDE_PUNCTUATION = re.compile("([\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff5e\u2025\u2026]+)")
 _ELLIPSIS = re.compile("([\u2025\u2026]+)")
 _TO_FULLWIDTH = {",": "，", "!": "！", "?": "？", ":": "：", ";": "；", "(": "（", ")": "）", ".": "。"}
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff"))  # zero-width space, word joiner, BOM
+# Zero-width space, word joiner, BOM, and control characters other than tab and newline.
+_INVISIBLE = dict.fromkeys([0x200B, 0x2060, 0xFEFF, *range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])
 _INNER_SPACE = re.compile(r"(?<=\S)[^\S\n]+")  # runs of spaces after text; leading indentation stays
 _SPACE_AT_LINE_END = re.compile(r"[^\S\n]+\n")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -87,7 +89,6 @@ def normalize_whitespace(text: str) -> str:
     """Unix newlines, no invisible or control characters, single inner spaces, no spaces around
     fullwidth marks, at most one blank line; leading indentation (code) is kept."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_INVISIBLE)
-    text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
     text = _SPACE_AT_LINE_END.sub("\n", _INNER_SPACE.sub(" ", text))
     text = _SPACED_WIDE_MARK.sub(r"\1", text)
     return _BLANK_LINES.sub("\n\n", text).strip()
@@ -148,20 +149,19 @@ def tokens(text: str) -> list[str]:
 
 def script_of(text: str, cjk_ratio: float = 0.5) -> str | None:
     """"cjk" or "non_cjk" by the share of CJK characters among letter units; None with too few letters."""
-    if sum(c.isalpha() for c in text) < MIN_LANGUAGE_LETTERS:
+    cjk = len(_CJK_CHAR.findall(text))
+    words = _WORD.findall(text)
+    if cjk + sum(map(len, words)) < MIN_LANGUAGE_LETTERS:
         return None
-    units = [t for t in tokens(text) if not t.isdigit()]
-    if not units:
-        return None
-    cjk = sum(is_cjk(t) for t in units)
-    return "cjk" if cjk / len(units) >= cjk_ratio else "non_cjk"
+    return "cjk" if cjk / (cjk + len(words)) >= cjk_ratio else "non_cjk"
 
 
 def repetition_ratio(text: str, n: int = 3) -> float:
     """Share of the token n-grams of `text` that repeat an earlier one (0: none, near 1: a loop)."""
     units = tokens(text)
-    grams = [tuple(units[i : i + n]) for i in range(len(units) - n + 1)]
-    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+    total = len(units) - n + 1
+    grams = zip(*(units[i:] for i in range(n)), strict=False)  # n shifted copies, cut to the shortest
+    return 1.0 - len(set(grams)) / total if total > 0 else 0.0
 
 
 # --- filters ---------------------------------------------------------------------------------------
@@ -172,6 +172,11 @@ def load_blocklist_terms(path: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def _fold(text: str) -> str:
+    """NFKC, casefold, single spaces: how blocklist terms and texts are compared."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
 @dataclass(frozen=True)
 class Blocklist:
     """Blocked terms, matched case-insensitively: CJK terms anywhere, other terms as whole words."""
@@ -180,18 +185,20 @@ class Blocklist:
 
     @classmethod
     def from_terms(cls, terms: Iterable[str]) -> Blocklist:
-        folded = sorted({normalize_text(t, "halfwidth").casefold() for t in terms if t.strip()}, key=len,
-                        reverse=True)
+        folded = sorted({_fold(t) for t in terms if t.strip()}, key=len, reverse=True)
         if not folded:
             return cls(None)
-        alternatives = [re.escape(t) if _CJK_CHAR.search(t) else rf"(?<!\w){re.escape(t)}(?!\w)" for t in folded]
-        return cls(re.compile("|".join(alternatives)))
+        anywhere = [re.escape(t) for t in folded if _CJK_CHAR.search(t)]
+        words = [re.escape(t) for t in folded if not _CJK_CHAR.search(t)]
+        if words:  # one boundary check around all word terms, not one per term
+            anywhere.append(rf"(?<!\w)(?:{'|'.join(words)})(?!\w)")
+        return cls(re.compile("|".join(anywhere)))
 
     def find(self, text: str) -> str | None:
         """The first blocked term in `text`, or None."""
         if self.pattern is None:
             return None
-        match = self.pattern.search(normalize_text(text, "halfwidth").casefold())
+        match = self.pattern.search(_fold(text))
         return match.group(0) if match else None
 
 
@@ -205,8 +212,10 @@ class Problem:
 
 
 def _fields(row: dict) -> list[tuple[str, str]]:
-    """(field, text) pairs to screen: the text columns, then every turn (other turns live only there)."""
-    return [(f, row[f]) for f in TEXT_FIELDS] + [("messages", c) for c in contents(row["messages"])]
+    """(field, text) pairs to screen: the text columns, then the turns that are not just those columns
+    (earlier turns of a dialogue live only in messages)."""
+    columns = {row["output"], row["instruction"], f"{row['instruction']}\n{row['input']}"}
+    return [(f, row[f]) for f in TEXT_FIELDS] + [("messages", c) for c in contents(row["messages"]) if c not in columns]
 
 
 def check_empty_output(row: dict) -> Problem | None:
