@@ -25,13 +25,18 @@ TAG_UPSTREAM = "alignflow.upstream_runs"
 TAG_PIPELINE = "alignflow.pipeline"
 
 
+# mlflow.set_tracking_uri() writes $MLFLOW_TRACKING_URI, so read the user's value once, before
+# any pipeline has set one; otherwise a config with tracking.uri would leak into later runs.
+_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def default_tracking_uri() -> str:
     return f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
 
 
 def resolve_tracking_uri(config: PipelineConfig) -> str:
     """Config first, then $MLFLOW_TRACKING_URI, then the project's SQLite store."""
-    return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    return config.tracking.uri or _USER_TRACKING_URI or default_tracking_uri()
 
 
 def setup_tracking(config: PipelineConfig) -> str:
@@ -99,5 +104,8 @@ def log_table_input(frame: pd.DataFrame, source: Path, name: str, context: str) 
     with warnings.catch_warnings():
         # MLflow warns that a local path matches two equivalent source types, and about int columns.
         warnings.simplefilter("ignore", UserWarning)
+        # MLflow's digest compares cell types, which pandas 3 cannot do on an empty string[pyarrow]
+        # column (NotImplementedError): an empty table, e.g. no rejects, is logged as object columns.
+        frame = frame.astype(object) if frame.empty else frame
         dataset = mlflow.data.from_pandas(frame, source=str(source), name=name)
         mlflow.log_input(dataset, context=context)
