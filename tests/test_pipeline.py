@@ -157,7 +157,8 @@ def test_only_and_from_follow_the_graph(smoke, tmp_path):
     config = load_config(SMOKE)
     reports = {r.stage: r for r in run_pipeline(config, SMOKE, registry)}
     assert {name: r.status for name, r in reports.items()} == {
-        "pretrain": "cached", "build": "cached", "validate": "cached", "sft": "cached", "echo": "computed"}
+        "pretrain": "cached", "build": "cached", "clean": "cached", "validate": "cached", "sft": "cached",
+        "echo": "computed"}
     echo_run = client().get_run(reports["echo"].result["mlflow_run_id"])
     assert echo_run.data.tags[TAG_UPSTREAM] == f"pretrain:{reports['pretrain'].result['mlflow_run_id']}"
 
@@ -165,8 +166,9 @@ def test_only_and_from_follow_the_graph(smoke, tmp_path):
     assert [(r.stage, r.status) for r in only] == [("echo", "computed")]
     from_pretrain = run_pipeline(config, SMOKE, registry, from_stage="pretrain")
     assert {r.stage: r.status for r in from_pretrain} == {
-        "pretrain": "computed", "build": "cached", "validate": "cached", "sft": "computed", "echo": "computed"}
-    assert from_pretrain[3].result["metrics"]["resumed"] == 0.0, "a forced rerun does not resume a finished run"
+        "pretrain": "computed", "build": "cached", "clean": "cached", "validate": "cached", "sft": "computed",
+        "echo": "computed"}
+    assert from_pretrain[4].result["metrics"]["resumed"] == 0.0, "a forced rerun does not resume a finished run"
 
     empty_cache = config.model_copy(update={"cache": config.cache.model_copy(update={"dir": str(tmp_path)})})
     with pytest.raises(PipelineError, match="pretrain is needed from cache"):
