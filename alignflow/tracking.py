@@ -30,6 +30,14 @@ TAG_PIPELINE = "alignflow.pipeline"
 _USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
+def _restore_user_tracking_env() -> None:
+    """Undo mlflow's write to $MLFLOW_TRACKING_URI so child processes see what the user set."""
+    if _USER_TRACKING_URI is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = _USER_TRACKING_URI
+
+
 def default_tracking_uri() -> str:
     return f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
 
@@ -45,6 +53,7 @@ def setup_tracking(config: PipelineConfig) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    _restore_user_tracking_env()
     name = config.tracking.experiment or config.name
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)

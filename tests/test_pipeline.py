@@ -174,7 +174,7 @@ def test_only_and_from_follow_the_graph(smoke, tmp_path):
     with pytest.raises(PipelineError, match="pretrain is needed from cache"):
         run_pipeline(empty_cache, SMOKE, registry, only="echo")
     with pytest.raises(PipelineError, match="unknown stage"):
-        run_pipeline(config, SMOKE, registry, only="sft")
+        run_pipeline(config, SMOKE, registry, only="no_such_stage")
 
 
 def test_data_flow_is_tracked_with_a_data_card(smoke):
