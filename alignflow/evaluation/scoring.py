@@ -1,0 +1,222 @@
+"""log P(continuation | context), exactly as lm-evaluation-harness computes it, but faster.
+
+Tokenisation (lm-evaluation-harness `HFLM._encode_pair` / `loglikelihood`):
+trailing whitespace of the context moves to the continuation; context tokens = tok(context);
+continuation tokens = tok(context + continuation)[len(context tokens):]; an empty context is
+replaced by the prefix token (eos). The model reads context tokens + continuation tokens
+(left-truncated to the window), the score is the float32 sum of the continuation tokens'
+log-softmax, and `is_greedy` says whether every continuation token is the argmax.
+
+Speed: requests are grouped by a caller-given key (typically: the demonstrations they share).
+The longest token prefix common to a group's contexts runs through the model once; its KV cache
+is then expanded (a view, no copy) over batches of rows, each row being the rest of one
+context followed by one continuation. Choices of a document, and documents sharing the same
+demonstrations, therefore never recompute the shared prefix. Rows are right-padded, so causal
+attention never lets a real token see padding and no attention mask is needed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Request:
+    """One scored pair, as token ids; `group` says which requests may share a prefix."""
+
+    context: tuple[int, ...]
+    continuation: tuple[int, ...]
+    group: Hashable = None
+
+
+def tok_encode(tokenizer, text: str, add_bos: bool = False) -> list[int]:
+    """tokenizer.encode with its default special tokens (as lm-evaluation-harness), plus an
+    explicit BOS when `add_bos` (for models pretrained with BOS before every document)."""
+    ids = list(tokenizer.encode(text))
+    if add_bos and tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids = [tokenizer.bos_token_id] + ids
+    return ids
+
+
+def encode_pair(tokenizer, context: str, continuation: str, add_bos: bool = False
+                ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(context ids, continuation ids) split exactly as lm-evaluation-harness splits them."""
+    if context == "" and not add_bos:
+        cont = [int(t) for t in tokenizer.encode(continuation, add_special_tokens=False)]
+        prefix = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
+        if prefix != cont[0]:
+            return (prefix,), tuple(cont)
+        return tuple(cont[:1]), tuple(cont[1:])
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = tok_encode(tokenizer, context + continuation, add_bos)
+    context_ids = tok_encode(tokenizer, context, add_bos)
+    return tuple(context_ids), tuple(whole[len(context_ids):])
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix shared by all sequences."""
+    if not sequences:
+        return 0
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for sequence in sequences[1:]:
+        i = 0
+        while i < length and sequence[i] == first[i]:
+            i += 1
+        length = i
+    return length
+
+
+def truncate_left(request: Request, max_length: int | None) -> Request:
+    """lm-evaluation-harness keeps the last max_length + 1 tokens of context + continuation."""
+    if max_length is None or len(request.context) + len(request.continuation) <= max_length + 1:
+        return request
+    keep = max_length + 1 - len(request.continuation)
+    if keep < 1:
+        raise ValueError(f"continuation of {len(request.continuation)} tokens does not fit in {max_length}")
+    return Request(request.context[-keep:], request.continuation, request.group)
+
+
+def _continuation_scores(logprobs: torch.Tensor, targets: torch.Tensor) -> tuple[float, bool]:
+    """logprobs: [n, vocab] predicting `targets` [n]."""
+    picked = logprobs.gather(1, targets.unsqueeze(1)).squeeze(1)
+    return float(picked.sum()), bool((logprobs.argmax(dim=-1) == targets).all())
+
+
+@torch.no_grad()
+def _score_plain(model, requests: list[Request], batch_tokens: int) -> list[tuple[float, bool]]:
+    """No prefix sharing: every request runs whole (right-padded batches, longest first)."""
+    order = sorted(range(len(requests)), key=lambda i: -(len(requests[i].context) + len(requests[i].continuation)))
+    results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+    start = 0
+    while start < len(order):
+        longest = len(requests[order[start]].context) + len(requests[order[start]].continuation) - 1
+        size = max(1, batch_tokens // max(longest, 1))
+        chunk = order[start : start + size]
+        start += size
+        ids = torch.zeros((len(chunk), longest), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            tokens = (requests[i].context + requests[i].continuation)[:-1]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        logprobs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+        for row, i in enumerate(chunk):
+            n_ctx, n_cont = len(requests[i].context), len(requests[i].continuation)
+            results[i] = _continuation_scores(logprobs[row, n_ctx - 1 : n_ctx - 1 + n_cont],
+                                              torch.tensor(requests[i].continuation))
+    return results
+
+
+def _cache_argument(model) -> str:
+    """transformers 5.x renamed `past_key_values` to `cache` (the old name warns, then goes)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _output_cache(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _expand_cache(cache, batch: int):
+    from transformers import DynamicCache
+
+    layers = [(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1))
+              for layer in cache.layers]
+    return DynamicCache(ddp_cache_data=layers)
+
+
+@torch.no_grad()
+def _score_group(model, requests: list[Request], indices: list[int], batch_tokens: int,
+                 results: list[tuple[float, bool]]) -> None:
+    """Score requests[indices], which share a token prefix, with that prefix run once."""
+    unique: dict[tuple, list[int]] = defaultdict(list)
+    for i in indices:
+        unique[(requests[i].context, requests[i].continuation)].append(i)
+    pairs = list(unique)
+    shared = common_prefix_length([context for context, _ in pairs])
+    prefix = pairs[0][0][:shared]
+    out = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)
+    cache = _output_cache(out)
+    last = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts the token after the prefix
+    rows = [(context[shared:] + continuation, len(context) - shared, continuation) for context, continuation in pairs]
+    order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))
+    start = 0
+    while start < len(order):
+        longest = max(len(rows[order[start]][0]) - 1, 0)
+        size = max(1, batch_tokens // max(shared + longest, 1))
+        chunk = order[start : start + size]
+        start += size
+        logprobs = None
+        if longest > 0:
+            ids = torch.zeros((len(chunk), longest), dtype=torch.long)
+            for row, r in enumerate(chunk):
+                tokens = rows[r][0][:-1]
+                ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            position_ids = torch.arange(shared, shared + longest).unsqueeze(0).expand(len(chunk), -1)
+            logits = model(input_ids=ids, position_ids=position_ids, use_cache=True,
+                           **{_cache_argument(model): _expand_cache(cache, len(chunk))}).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for row, r in enumerate(chunk):
+            tokens, n_rest, continuation = rows[r]
+            # position j of [last prefix logit, row logits...] predicts tokens[j]
+            stacked = last.unsqueeze(0) if logprobs is None else torch.cat([last.unsqueeze(0), logprobs[row]], dim=0)
+            score = _continuation_scores(stacked[n_rest : n_rest + len(continuation)], torch.tensor(continuation))
+            for i in unique[pairs[r]]:
+                results[i] = score
+
+
+def score_requests(model, requests: Sequence[Request], *, batch_tokens: int = 8192, prefix_cache: bool = True,
+                   max_length: int | None = None) -> list[tuple[float, bool]]:
+    """(sum of continuation log-probs, is_greedy) per request, in request order.
+
+    `batch_tokens` bounds rows x sequence length per forward pass. With `prefix_cache`, requests
+    of one `group` share the forward pass of their common prefix; without it, every request
+    runs whole, as lm-evaluation-harness runs it.
+    """
+    model.eval()
+    requests = [truncate_left(r, max_length) for r in requests]
+    if not prefix_cache:
+        return _score_plain(model, requests, batch_tokens)
+    results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i, request in enumerate(requests):
+        groups[request.group if request.group is not None else request.context].append(i)
+    for indices in groups.values():
+        if common_prefix_length([requests[i].context for i in indices]) == 0:
+            for i, score in zip(indices, _score_plain(model, [requests[i] for i in indices], batch_tokens),
+                                strict=True):
+                results[i] = score
+        else:
+            _score_group(model, requests, indices, batch_tokens, results)
+    return results
+
+
+@torch.no_grad()
+def generate_greedy(model, tokenizer, contexts: Sequence[str], *, until: Sequence[str], max_new_tokens: int,
+                    add_bos: bool = False, batch_size: int = 16) -> list[str]:
+    """Greedy continuation of each context, cut at the first stop string (left-padded batches)."""
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    outputs: list[str] = []
+    for start in range(0, len(contexts), batch_size):
+        batch = [tok_encode(tokenizer, c, add_bos) for c in contexts[start : start + batch_size]]
+        width = max(len(ids) for ids in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, tokens in enumerate(batch):
+            ids[row, width - len(tokens):] = torch.tensor(tokens)
+            mask[row, width - len(tokens):] = 1
+        generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                   do_sample=False, pad_token_id=pad)
+        for row in generated[:, width:]:
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            cut = min([text.index(s) for s in until if s in text], default=len(text))
+            outputs.append(text[:cut])
+    return outputs
