@@ -14,10 +14,17 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from alignflow.evaluation.sweep import SweepSettings, evaluate_model, load_tasks
+from alignflow.evaluation.sweep import SweepSettings, evaluate_model, load_tasks, torch_threads
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "lm_eval_reference"
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is fastest and does not stall on a busy machine."""
+    with torch_threads(1):
+        yield
 
 @pytest.fixture(scope="module")
 def reference_model():

@@ -15,10 +15,18 @@ from alignflow.evaluation.scoring import (
     score_requests,
     truncate_left,
 )
+from alignflow.evaluation.sweep import torch_threads
 
 LINES = ["Input: the movie was great\nOutput: positive\n\n", "输入：apple\n输出：苹果\n\n",
          "Input: 3, 4\nOutput: 7\n\n", "Input: cat\nOutput: tac\n\n"] * 20
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is fastest and does not stall on a busy machine."""
+    with torch_threads(1):
+        yield
 
 @pytest.fixture(scope="module")
 def tiny():
