@@ -11,6 +11,7 @@ from alignflow.evaluation.scoring import (
     Request,
     common_prefix_length,
     encode_pair,
+    encode_pairs,
     generate_greedy,
     score_requests,
     truncate_left,
@@ -58,6 +59,10 @@ def test_encode_pair_moves_trailing_space_and_splits_the_joint_encoding(tiny):
     assert empty_context == (tokenizer.eos_token_id,) and first == tuple(tokenizer.encode("tac"))
     with_bos, _ = encode_pair(tokenizer, "Input:", " x", add_bos=True)
     assert with_bos[0] == tokenizer.bos_token_id
+    for add_bos in (False, True):
+        for context in ("Input: cat\nOutput: ", "Input: cat\nOutput:", ""):
+            together = encode_pairs(tokenizer, context, ["tac", " 苹果", "x"], add_bos)
+            assert together == [encode_pair(tokenizer, context, c, add_bos) for c in ["tac", " 苹果", "x"]]
 
 
 def test_prefix_cache_matches_plain_forwards(tiny):

@@ -8,11 +8,12 @@ replaced by the prefix token (eos). The model reads context tokens + continuatio
 log-softmax, and `is_greedy` says whether every continuation token is the argmax.
 
 Speed: requests are grouped by a caller-given key (typically: the demonstrations they share).
-The longest token prefix common to a group's contexts runs through the model once; its KV cache
-is then expanded (a view, no copy) over batches of rows, each row being the rest of one
-context followed by one continuation. Choices of a document, and documents sharing the same
-demonstrations, therefore never recompute the shared prefix. Rows are right-padded, so causal
-attention never lets a real token see padding and no attention mask is needed.
+The longest token prefix common to a group's contexts runs through the model once, and its KV
+cache serves batches of rows, each row being the rest of one context followed by one
+continuation. Choices of a document, and documents sharing the same demonstrations, therefore
+never recompute the shared prefix. Prefixes of several groups run in one right-padded batch,
+and rows of several groups share a forward pass (an attention mask hides the padding between a
+short prefix and its row; position ids continue from each prefix's own length).
 """
 
 from __future__ import annotations
@@ -59,6 +60,18 @@ def encode_pair(tokenizer, context: str, continuation: str, add_bos: bool = Fals
     whole = tok_encode(tokenizer, context + continuation, add_bos)
     context_ids = tok_encode(tokenizer, context, add_bos)
     return tuple(context_ids), tuple(whole[len(context_ids):])
+
+
+def encode_pairs(tokenizer, context: str, continuations: Sequence[str], add_bos: bool = False
+                 ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """`encode_pair` for several continuations of one context, encoding the context once."""
+    if context == "" and not add_bos:
+        return [encode_pair(tokenizer, context, c, add_bos) for c in continuations]
+    stripped = context.rstrip()
+    moved = context[len(stripped):]
+    context_ids = tuple(tok_encode(tokenizer, stripped, add_bos))
+    return [(context_ids, tuple(tok_encode(tokenizer, stripped + moved + c, add_bos)[len(context_ids):]))
+            for c in continuations]
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -124,51 +137,84 @@ def _output_cache(output):
     return cache if cache is not None else output.past_key_values
 
 
-def _expand_cache(cache, batch: int):
-    from transformers import DynamicCache
+@dataclass
+class _Group:
+    """Requests sharing a prefix: the prefix tokens and the unique (rest, continuation) rows."""
 
-    layers = [(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1))
-              for layer in cache.layers]
-    return DynamicCache(ddp_cache_data=layers)
+    prefix: tuple[int, ...]
+    pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]  # (context, continuation), unique
+    members: list[list[int]]  # request indices per pair
 
 
-@torch.no_grad()
-def _score_group(model, requests: list[Request], indices: list[int], batch_tokens: int,
-                 results: list[tuple[float, bool]]) -> None:
-    """Score requests[indices], which share a token prefix, with that prefix run once."""
+def _make_group(requests: list[Request], indices: list[int]) -> _Group:
     unique: dict[tuple, list[int]] = defaultdict(list)
     for i in indices:
         unique[(requests[i].context, requests[i].continuation)].append(i)
     pairs = list(unique)
     shared = common_prefix_length([context for context, _ in pairs])
-    prefix = pairs[0][0][:shared]
-    out = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)
+    return _Group(pairs[0][0][:shared], pairs, [unique[pair] for pair in pairs])
+
+
+def _select_cache(cache, rows: torch.Tensor):
+    """A new cache whose row r is row `rows[r]` of `cache` (the prefix's keys and values)."""
+    from transformers import DynamicCache
+
+    layers = [(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
+    return DynamicCache(ddp_cache_data=layers)
+
+
+@torch.no_grad()
+def _score_groups(model, requests: list[Request], groups: list[_Group], batch_tokens: int,
+                  results: list[tuple[float, bool]]) -> None:
+    """Score groups whose prefixes run once each, several groups per forward pass.
+
+    Pass 1 runs the groups' prefixes as one right-padded batch (padding after a prefix is never
+    seen by it, causal attention) and keeps each prefix's KV cache and last log-probs. Pass 2
+    runs rows (rest of a context + continuation) on top of their group's cache; the attention
+    mask hides the padding between a short prefix and its row, and position ids continue from
+    the prefix's own length, so every row computes exactly what it would alone.
+    """
+    lengths = [len(group.prefix) for group in groups]
+    width = max(lengths)
+    ids = torch.zeros((len(groups), width), dtype=torch.long)
+    for g, group in enumerate(groups):
+        ids[g, : lengths[g]] = torch.tensor(group.prefix, dtype=torch.long)
+    out = model(input_ids=ids, use_cache=True)
     cache = _output_cache(out)
-    last = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts the token after the prefix
-    rows = [(context[shared:] + continuation, len(context) - shared, continuation) for context, continuation in pairs]
-    order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))
+    last_index = torch.tensor(lengths) - 1
+    last = torch.log_softmax(out.logits[torch.arange(len(groups)), last_index].float(), dim=-1)
+    del out
+    rows = [(g, context[lengths[g]:] + continuation, len(context) - lengths[g], continuation, members)
+            for g, group in enumerate(groups)
+            for (context, continuation), members in zip(group.pairs, group.members, strict=True)]
+    rows.sort(key=lambda row: -len(row[1]))
     start = 0
-    while start < len(order):
-        longest = max(len(rows[order[start]][0]) - 1, 0)
-        size = max(1, batch_tokens // max(shared + longest, 1))
-        chunk = order[start : start + size]
+    while start < len(rows):
+        longest = max(len(rows[start][1]) - 1, 0)
+        size = max(1, batch_tokens // max(width + longest, 1))
+        chunk = rows[start : start + size]
         start += size
         logprobs = None
         if longest > 0:
             ids = torch.zeros((len(chunk), longest), dtype=torch.long)
-            for row, r in enumerate(chunk):
-                tokens = rows[r][0][:-1]
-                ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            position_ids = torch.arange(shared, shared + longest).unsqueeze(0).expand(len(chunk), -1)
-            logits = model(input_ids=ids, position_ids=position_ids, use_cache=True,
-                           **{_cache_argument(model): _expand_cache(cache, len(chunk))}).logits
+            mask = torch.zeros((len(chunk), width + longest), dtype=torch.long)
+            positions = torch.zeros((len(chunk), longest), dtype=torch.long)
+            for r, (g, tokens, _, _, _) in enumerate(chunk):
+                feed = tokens[:-1]
+                ids[r, : len(feed)] = torch.tensor(feed, dtype=torch.long)
+                mask[r, : lengths[g]] = 1
+                mask[r, width : width + len(feed)] = 1
+                positions[r] = torch.arange(lengths[g], lengths[g] + longest)
+            selected = _select_cache(cache, torch.tensor([row[0] for row in chunk]))
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                           **{_cache_argument(model): selected}).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
-        for row, r in enumerate(chunk):
-            tokens, n_rest, continuation = rows[r]
-            # position j of [last prefix logit, row logits...] predicts tokens[j]
-            stacked = last.unsqueeze(0) if logprobs is None else torch.cat([last.unsqueeze(0), logprobs[row]], dim=0)
+        for r, (g, _, n_rest, continuation, members) in enumerate(chunk):
+            # position j of [last prefix log-probs, row log-probs...] predicts token j of rest + continuation
+            head = last[g].unsqueeze(0)
+            stacked = head if logprobs is None else torch.cat([head, logprobs[r]], dim=0)
             score = _continuation_scores(stacked[n_rest : n_rest + len(continuation)], torch.tensor(continuation))
-            for i in unique[pairs[r]]:
+            for i in members:
                 results[i] = score
 
 
@@ -177,24 +223,38 @@ def score_requests(model, requests: Sequence[Request], *, batch_tokens: int = 81
     """(sum of continuation log-probs, is_greedy) per request, in request order.
 
     `batch_tokens` bounds rows x sequence length per forward pass. With `prefix_cache`, requests
-    of one `group` share the forward pass of their common prefix; without it, every request
-    runs whole, as lm-evaluation-harness runs it.
+    of one `group` share the forward pass of their common prefix, and the prefixes of several
+    groups run in one batch; without it, every request runs whole, as lm-evaluation-harness
+    runs it.
     """
     model.eval()
     requests = [truncate_left(r, max_length) for r in requests]
     if not prefix_cache:
         return _score_plain(model, requests, batch_tokens)
     results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
-    groups: dict[Hashable, list[int]] = defaultdict(list)
+    by_key: dict[Hashable, list[int]] = defaultdict(list)
     for i, request in enumerate(requests):
-        groups[request.group if request.group is not None else request.context].append(i)
-    for indices in groups.values():
-        if common_prefix_length([requests[i].context for i in indices]) == 0:
+        by_key[request.group if request.group is not None else request.context].append(i)
+    groups = []
+    for indices in by_key.values():
+        group = _make_group(requests, indices)
+        if group.prefix:
+            groups.append(group)
+        else:  # nothing shared: plain forwards
             for i, score in zip(indices, _score_plain(model, [requests[i] for i in indices], batch_tokens),
                                 strict=True):
                 results[i] = score
-        else:
-            _score_group(model, requests, indices, batch_tokens, results)
+    groups.sort(key=lambda group: -len(group.prefix))
+    start = 0
+    while start < len(groups):
+        width = len(groups[start].prefix)
+        count = 1
+        # several groups per pass while their padded prefixes and rows stay within the budget
+        while (start + count < len(groups) and (count + 1) * width <= batch_tokens
+               and sum(len(g.pairs) for g in groups[start : start + count + 1]) * width <= 4 * batch_tokens):
+            count += 1
+        _score_groups(model, requests, groups[start : start + count], batch_tokens, results)
+        start += count
     return results
 
 

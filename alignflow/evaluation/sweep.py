@@ -15,7 +15,7 @@ from typing import Literal
 from alignflow.evaluation.embeddings import make_embedder
 from alignflow.evaluation.metrics import GENERATION_METRICS, choice_predictions, wilson_interval
 from alignflow.evaluation.prompts import continuation_text, fit_demonstrations
-from alignflow.evaluation.scoring import Request, encode_pair, generate_greedy, score_requests, tok_encode
+from alignflow.evaluation.scoring import Request, encode_pairs, generate_greedy, score_requests, tok_encode
 from alignflow.evaluation.selection import Ordering, Selection, select_shots
 from alignflow.evaluation.spec import EvalDoc, TaskSpec, load_items, load_task
 
@@ -170,9 +170,8 @@ def _score_choices(model, tokenizer, task: LoadedTask, k: int, prompts, settings
     for doc, prompt in zip(task.docs, prompts, strict=True):
         group = (spec.name, k, tuple(s.id for s in prompt.shots))
         start = len(requests)
-        for choice in doc.choices:
-            context, continuation = encode_pair(tokenizer, prompt.context, continuation_text(spec, choice),
-                                                settings.add_bos)
+        continuations = [continuation_text(spec, choice) for choice in doc.choices]
+        for context, continuation in encode_pairs(tokenizer, prompt.context, continuations, settings.add_bos):
             requests.append(Request(context, continuation, group))
         spans.append((start, len(requests)))
     scores = score_requests(model, requests, batch_tokens=settings.batch_tokens,
