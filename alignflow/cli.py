@@ -1,4 +1,4 @@
-"""`alignflow` command line: validate, run, stages, ui."""
+"""`alignflow` command line: validate, run, stages, ui, eval."""
 
 from __future__ import annotations
 
@@ -31,6 +31,24 @@ def _parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="open the MLflow UI on the project's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
+
+    evaluate = commands.add_parser("eval", help="few-shot evaluation of any model folder, outside a pipeline")
+    evaluate.add_argument("model", metavar="MODEL_DIR", help="model folder (or hub id) with its tokenizer")
+    evaluate.add_argument("--task", action="append", required=True, metavar="TASK.yaml",
+                          help="task file (repeatable)")
+    evaluate.add_argument("--shots", default="0,1,4", help="comma-separated k values (default 0,1,4)")
+    evaluate.add_argument("--selection", default="random", choices=["random", "first_n", "balanced", "similar"])
+    evaluate.add_argument("--ordering", default="as_selected", choices=["as_selected", "random", "similarity"])
+    evaluate.add_argument("--draw", default="per_document", choices=["per_document", "once"])
+    evaluate.add_argument("--seed", type=int, default=1234, help="few-shot seed (lm-evaluation-harness: 1234)")
+    evaluate.add_argument("--limit", type=int, help="score at most this many documents per task")
+    evaluate.add_argument("--max-length", type=int, help="context window (default: the model's)")
+    evaluate.add_argument("--add-bos", action="store_true", help="prepend BOS to every context (demo models)")
+    evaluate.add_argument("--heldout-percent", type=int, default=20,
+                          help="demo corpus held-out share the model was pretrained with")
+    evaluate.add_argument("--embedder", default="auto", choices=["auto", "minilm", "tfidf"])
+    evaluate.add_argument("--threads", type=int, help="torch threads while scoring (1 suits tiny models)")
+    evaluate.add_argument("--output", default="results.json", help="per-sample records and summary (JSON)")
     return parser
 
 
@@ -114,7 +132,40 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
-COMMANDS = {"validate": cmd_validate, "run": cmd_run, "stages": cmd_stages, "ui": cmd_ui}
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from alignflow.evaluation.spec import TaskSpecError
+    from alignflow.evaluation.sweep import (
+        SweepSettings,
+        evaluate_model,
+        format_summary,
+        load_model,
+        load_tasks,
+    )
+
+    try:
+        shots = tuple(int(k) for k in args.shots.split(","))
+        tasks = load_tasks(args.task, heldout_percent=args.heldout_percent, limit=args.limit)
+    except (ValueError, TaskSpecError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    settings = SweepSettings(shots=shots, selection=args.selection, ordering=args.ordering, draw=args.draw,
+                             seed=args.seed, limit=args.limit, max_length=args.max_length, add_bos=args.add_bos,
+                             embedder=args.embedder, heldout_percent=args.heldout_percent,
+                             threads=args.threads)
+    model, tokenizer = load_model(args.model)
+    result = evaluate_model(model, tokenizer, tasks, settings, on_progress=lambda line: print(line, flush=True))
+    report = {"model": args.model, "settings": asdict(settings), "embedder": result.embedder,
+              "seconds": result.seconds, "summary": result.rows, "samples": result.records}
+    Path(args.output).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(format_summary(result.rows))
+    print(f"{len(result.records)} per-sample records in {args.output} ({result.seconds:.1f}s)")
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "run": cmd_run, "stages": cmd_stages, "ui": cmd_ui, "eval": cmd_eval}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -44,3 +44,43 @@ def count_panels(path: Path, title: str, panels: dict[str, dict[str, int]]) -> P
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def accuracy_vs_k(path: Path, title: str, series: dict[str, list[tuple[int, float, float, float]]],
+                  chance: dict[str, float] | None = None) -> Path:
+    """Accuracy against k (symlog x axis), one line per series of (k, accuracy, ci_low, ci_high),
+    with its confidence band; dotted lines mark chance where given."""
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for label, points in series.items():
+        points = sorted(points)
+        ks, accs, lows, highs = zip(*points, strict=True)
+        line, = axis.plot(ks, accs, marker="o", label=label)
+        axis.fill_between(ks, lows, highs, alpha=0.15, color=line.get_color())
+        if chance and label in chance:
+            axis.axhline(chance[label], linestyle=":", linewidth=1, color=line.get_color())
+    axis.set_xscale("symlog", linthresh=1)
+    axis.set(title=title, xlabel="demonstrations k", ylabel="accuracy", ylim=(-0.02, 1.02))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def heatmap(path: Path, title: str, rows: list[str], columns: list[str], values: list[list[float]]) -> Path:
+    """A rows x columns grid of values in [0, 1], each cell annotated."""
+    figure, axis = plt.subplots(figsize=(4.5 + 0.6 * len(columns), 1.5 + 0.35 * len(rows)), dpi=100)
+    image = axis.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    axis.set_xticks(range(len(columns)), columns)
+    axis.set_yticks(range(len(rows)), rows, fontsize=7)
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                      color="white" if value < 0.6 else "black")
+    axis.set_title(title)
+    figure.colorbar(image, ax=axis, fraction=0.04)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

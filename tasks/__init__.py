@@ -1,6 +1,6 @@
 """Stages, one module each, in topological order (a stage comes after everything it reads)."""
 
-from alignflow.tasks import build, clean, pretrain, sft, validate
+from alignflow.tasks import build, clean, evaluate, pretrain, sft, validate
 
 # (stage, its Prefect task); data flow: build -> self_instruct -> clean -> validate
 PIPELINE = [
@@ -9,4 +9,5 @@ PIPELINE = [
     (clean.STAGE, clean.clean_task),
     (validate.STAGE, validate.validate_task),
     (sft.STAGE, sft.sft_task),
+    (evaluate.STAGE, evaluate.evaluate_task),  # keep last: it reads every model
 ]

@@ -158,7 +158,7 @@ def test_only_and_from_follow_the_graph(smoke, tmp_path):
     reports = {r.stage: r for r in run_pipeline(config, SMOKE, registry)}
     assert {name: r.status for name, r in reports.items()} == {
         "pretrain": "cached", "build": "cached", "clean": "cached", "validate": "cached", "sft": "cached",
-        "echo": "computed"}
+        "evaluate": "cached", "echo": "computed"}
     echo_run = client().get_run(reports["echo"].result["mlflow_run_id"])
     assert echo_run.data.tags[TAG_UPSTREAM] == f"pretrain:{reports['pretrain'].result['mlflow_run_id']}"
 
@@ -167,7 +167,7 @@ def test_only_and_from_follow_the_graph(smoke, tmp_path):
     from_pretrain = run_pipeline(config, SMOKE, registry, from_stage="pretrain")
     assert {r.stage: r.status for r in from_pretrain} == {
         "pretrain": "computed", "build": "cached", "clean": "cached", "validate": "cached", "sft": "computed",
-        "echo": "computed"}
+        "evaluate": "computed", "echo": "computed"}
     assert from_pretrain[4].result["metrics"]["resumed"] == 0.0, "a forced rerun does not resume a finished run"
 
     empty_cache = config.model_copy(update={"cache": config.cache.model_copy(update={"dir": str(tmp_path)})})
@@ -223,3 +223,22 @@ def test_base_model_from_a_local_folder(smoke, tmp_path, capsys):
     (smoke / "configs" / "missing.yaml").write_text(f"name: smoke\nbase_model: {tmp_path / 'absent'}\n")
     with pytest.raises(Exception, match="cannot be loaded"):
         main(["run", "configs/missing.yaml"])
+
+
+def test_evaluate_stage_tracks_a_results_table_and_reruns_alone_on_cached_models(smoke, capsys):
+    run = stage_runs("evaluate")[0]
+    history = client().get_metric_history(run.info.run_id, "acc/pretrain/recognize_sentence_zh")
+    assert sorted(m.step for m in history) == [0, 1] and all(0 <= m.value <= 1 for m in history)
+    assert f"pretrain:{stage_runs()[0].info.run_id}" in run.data.tags[TAG_UPSTREAM]
+    plots = {Path(a.path).name for a in client().list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"accuracy_vs_k_pretrain.png", "accuracy_heatmap.png"}
+    assert {"results_table.json", "results.csv", "samples"} <= {a.path for a in client().list_artifacts(run.info.run_id)}
+    results = json.loads(next((smoke / "artifacts" / "evaluate").glob("evaluate-*/results.json")).read_text())
+    assert {(r["model"], r["task"], r["k"]) for r in results} == {
+        ("pretrain", "recognize_sentence_zh", 0), ("pretrain", "recognize_sentence_zh", 1)}
+    assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == 4 for r in results)
+
+    assert main(["run", SMOKE, "--only", "evaluate", "--refresh", "evaluate"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluate        computed" in out and "pretrain        computed" not in out
+    assert "recognize_sentence_zh" in out and "95% CI" in out  # the stage's terminal summary

@@ -1,0 +1,114 @@
+"""Scoring: lm-evaluation-harness's token split, and the prefix-cached path against plain forwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignflow.demo.model import build_llama
+from alignflow.demo.tokenizer import train_tokenizer
+from alignflow.evaluation.scoring import (
+    Request,
+    common_prefix_length,
+    encode_pair,
+    encode_pairs,
+    generate_greedy,
+    score_requests,
+    truncate_left,
+)
+from alignflow.evaluation.sweep import torch_threads
+
+LINES = ["Input: the movie was great\nOutput: positive\n\n", "输入：apple\n输出：苹果\n\n",
+         "Input: 3, 4\nOutput: 7\n\n", "Input: cat\nOutput: tac\n\n"] * 20
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is fastest and does not stall on a busy machine."""
+    with torch_threads(1):
+        yield
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = train_tokenizer(LINES, 320)
+    model = build_llama(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                        dropout=0.0, seed=0)
+    return model.eval(), tokenizer
+
+
+def reference_score(model, context: tuple[int, ...], continuation: tuple[int, ...]) -> tuple[float, bool]:
+    """One full forward over context + continuation, no batching, no cache."""
+    ids = torch.tensor([list(context + continuation)])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    rows = logprobs[len(context) - 1 : len(context) - 1 + len(continuation)]
+    target = torch.tensor(continuation)
+    return float(rows.gather(1, target[:, None]).sum()), bool((rows.argmax(-1) == target).all())
+
+
+def test_encode_pair_moves_trailing_space_and_splits_the_joint_encoding(tiny):
+    _, tokenizer = tiny
+    context, continuation = encode_pair(tokenizer, "Input: cat\nOutput: ", "tac")
+    whole = tokenizer.encode("Input: cat\nOutput: tac")
+    assert context == tuple(tokenizer.encode("Input: cat\nOutput:"))
+    assert context + continuation == tuple(whole)
+    assert tokenizer.decode(list(continuation)) == " tac"
+    empty_context, first = encode_pair(tokenizer, "", "tac")
+    assert empty_context == (tokenizer.eos_token_id,) and first == tuple(tokenizer.encode("tac"))
+    with_bos, _ = encode_pair(tokenizer, "Input:", " x", add_bos=True)
+    assert with_bos[0] == tokenizer.bos_token_id
+    for add_bos in (False, True):
+        for context in ("Input: cat\nOutput: ", "Input: cat\nOutput:", ""):
+            together = encode_pairs(tokenizer, context, ["tac", " 苹果", "x"], add_bos)
+            assert together == [encode_pair(tokenizer, context, c, add_bos) for c in ["tac", " 苹果", "x"]]
+
+
+def test_prefix_cache_matches_plain_forwards(tiny):
+    model, tokenizer = tiny
+    demos = "Input: the movie was great\nOutput: positive\n\nInput: 3, 4\nOutput: 7\n\n"
+    requests = []
+    for query in ("Input: cat\nOutput:", "Input: apple\nOutput:", "Input: 5, 5\nOutput:"):
+        for choice in (" tac", " positive", " 10", " 苹果"):
+            context, continuation = encode_pair(tokenizer, demos + query, choice)
+            requests.append(Request(context, continuation, group="shared-demos"))
+    requests.append(requests[0])  # a duplicate is scored once, reported twice
+    solo = encode_pair(tokenizer, "Input: dog\nOutput:", " god")
+    requests.append(Request(*solo))  # its own group
+    cached = score_requests(model, requests, batch_tokens=64)  # small batches: several chunks
+    plain = score_requests(model, requests, prefix_cache=False)
+    for request, a, b in zip(requests, cached, plain, strict=True):
+        expected = reference_score(model, request.context, request.continuation)
+        assert a[0] == pytest.approx(expected[0], abs=1e-4) and b[0] == pytest.approx(expected[0], abs=1e-4)
+        assert a[1] == b[1] == expected[1]
+    assert cached[0] == cached[-2]
+
+
+def test_a_group_whose_prefix_is_a_whole_context(tiny):
+    model, tokenizer = tiny
+    context = tuple(tokenizer.encode("Input: cat\nOutput:"))
+    one_token = (tokenizer.encode(" tac")[0],)
+    requests = [Request(context, one_token, "g"), Request(context, (5, 6, 7), "g"),
+                Request(context + (9,), (5,), "g")]
+    for request, (score, _) in zip(requests, score_requests(model, requests), strict=True):
+        assert score == pytest.approx(reference_score(model, request.context, request.continuation)[0], abs=1e-4)
+
+
+def test_common_prefix_and_left_truncation():
+    assert common_prefix_length([(1, 2, 3), (1, 2, 4), (1, 2)]) == 2
+    assert common_prefix_length([(1,), (2,)]) == 0
+    request = Request(tuple(range(10)), (20, 21))
+    assert truncate_left(request, 6).context == (5, 6, 7, 8, 9)  # last max_length + 1 tokens in all
+    assert truncate_left(request, None) is request
+    with pytest.raises(ValueError):
+        truncate_left(request, 1)
+
+
+def test_generate_greedy_stops_at_the_stop_string(tiny):
+    model, tokenizer = tiny
+    texts = generate_greedy(model, tokenizer, ["Input: cat\nOutput:", "输入：apple\n输出："], until=["\n"],
+                            max_new_tokens=6)
+    assert len(texts) == 2 and all("\n" not in t for t in texts)
+    long = generate_greedy(model, tokenizer, ["Input: cat\nOutput:"], until=[], max_new_tokens=3)
+    assert len(tokenizer.encode(long[0])) <= 3 + 1
