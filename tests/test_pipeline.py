@@ -230,12 +230,13 @@ def test_evaluate_stage_tracks_a_results_table_and_reruns_alone_on_cached_models
     history = client().get_metric_history(run.info.run_id, "acc/pretrain/recognize_sentence_zh")
     assert sorted(m.step for m in history) == [0, 1] and all(0 <= m.value <= 1 for m in history)
     assert f"pretrain:{stage_runs()[0].info.run_id}" in run.data.tags[TAG_UPSTREAM]
+    assert "sft:" in run.data.tags[TAG_UPSTREAM], "every model the pipeline produced is evaluated"
     plots = {Path(a.path).name for a in client().list_artifacts(run.info.run_id, "plots")}
-    assert plots == {"accuracy_vs_k_pretrain.png", "accuracy_heatmap.png"}
+    assert plots == {"accuracy_vs_k_pretrain.png", "accuracy_vs_k_sft.png", "accuracy_heatmap.png"}
     assert {"results_table.json", "results.csv", "samples"} <= {a.path for a in client().list_artifacts(run.info.run_id)}
     results = json.loads(next((smoke / "artifacts" / "evaluate").glob("evaluate-*/results.json")).read_text())
     assert {(r["model"], r["task"], r["k"]) for r in results} == {
-        ("pretrain", "recognize_sentence_zh", 0), ("pretrain", "recognize_sentence_zh", 1)}
+        (model, "recognize_sentence_zh", k) for model in ("pretrain", "sft") for k in (0, 1)}
     assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == 4 for r in results)
 
     assert main(["run", SMOKE, "--only", "evaluate", "--refresh", "evaluate"]) == 0
