@@ -1,11 +1,12 @@
 """Stages, one module each, in topological order (a stage comes after everything it reads)."""
 
-from alignflow.tasks import build, clean, evaluate, pretrain, sft, validate
+from alignflow.tasks import build, clean, evaluate, pretrain, self_instruct, sft, validate
 
 # (stage, its Prefect task); data flow: build -> self_instruct -> clean -> validate
 PIPELINE = [
     (pretrain.STAGE, pretrain.pretrain_task),
     (build.STAGE, build.build_task),
+    (self_instruct.STAGE, self_instruct.self_instruct_task),
     (clean.STAGE, clean.clean_task),
     (validate.STAGE, validate.validate_task),
     (sft.STAGE, sft.sft_task),
