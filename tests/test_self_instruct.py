@@ -214,7 +214,7 @@ def test_a_kept_row_that_breaks_the_schema_becomes_a_schema_reject():
     rows = validated_rows([good, blank])
     assert list(rows["id"]) == [good.id] and good.verdict is None
     assert blank.verdict.rule == "schema" and blank.verdict.field == "messages"
-    assert json.loads(rows.loc[0, "messages"])[0]["content"] == "给句子分类\n\n今天很好"
+    assert json.loads(rows.loc[0, "messages"])[0]["content"] == "给句子分类\n今天很好"
 
 
 # the stage on a tiny model trained for a few seconds

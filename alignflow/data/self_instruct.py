@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from alignflow.data import instructions
 from alignflow.data.rouge import most_similar, rouge_tokens
 from alignflow.data.tables import validate_instructions
 
@@ -197,10 +198,8 @@ def screen_instruction(line: Line, pool: InstructionPool, *, min_chars: int, max
 
 
 def basic_messages(instruction: str, input_text: str, output: str) -> str:
-    """The chat form of an instruction example: instruction (+ blank line + input) -> output."""
-    user = f"{instruction}\n\n{input_text}" if input_text else instruction
-    return json.dumps([{"role": "user", "content": user}, {"role": "assistant", "content": output}],
-                      ensure_ascii=False)
+    """The `messages` column of a generated row: the same chat form build gives basic rows."""
+    return json.dumps(instructions.basic_messages(instruction, input_text, output), ensure_ascii=False)
 
 
 def pool_from_table(frame: pd.DataFrame, human_sources: list[str] | None, source: str) -> InstructionPool:
