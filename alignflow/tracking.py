@@ -118,3 +118,47 @@ def log_table_input(frame: pd.DataFrame, source: Path, name: str, context: str) 
         frame = frame.astype(object) if frame.empty else frame
         dataset = mlflow.data.from_pandas(frame, source=str(source), name=name)
         mlflow.log_input(dataset, context=context)
+
+
+def register_model_folder(name: str, run_id: str, artifact_path: str = "model") -> int:
+    """A new version of registered model `name` pointing at the run's model folder; returns its number.
+
+    The folder is a plain `save_pretrained` folder (not an MLflow pyfunc model), so the version is
+    created from its artifact URI rather than with `mlflow.register_model`.
+    """
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description="Models produced by alignflow pipelines.")
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    version = client.create_model_version(name, source=source, run_id=run_id,
+                                          tags={"alignflow.artifact_path": artifact_path})
+    return int(version.version)
+
+
+def copy_metric_history(source_run_id: str, target_run_id: str, up_to_step: int) -> int:
+    """Copy the source run's metrics logged at steps <= up_to_step into the target run.
+
+    A resumed training run starts a new MLflow run; copying the interrupted run's curve up to the
+    checkpoint keeps one value per step in the run the pipeline points at. Returns values copied.
+    """
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    copied: list[Metric] = []
+    for key in client.get_run(source_run_id).data.metrics:
+        for metric in client.get_metric_history(source_run_id, key):
+            if metric.step <= up_to_step:
+                copied.append(Metric(key, metric.value, metric.timestamp, metric.step))
+    for start in range(0, len(copied), 1000):
+        client.log_batch(target_run_id, metrics=copied[start:start + 1000])
+    return len(copied)
+
+
+def mark_interrupted(run_id: str) -> None:
+    """A run whose process was killed stays RUNNING in MLflow; say what happened to it."""
+    client = mlflow.MlflowClient()
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, "alignflow.interrupted", "true")
+        client.set_terminated(run_id, status="KILLED")

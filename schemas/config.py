@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -114,6 +114,32 @@ class TemplatedDatasetConfig(Section):
     limit: int | None = Field(None, ge=1, description="Convert at most this many rows (first ones).")
 
 
+class DemoVariantConfig(Section):
+    """A demo task family asked with another instruction, as a task of its own."""
+
+    family: str = Field(..., description="The demo task family whose items (train inputs) the rows use.")
+    instruction: str = Field(..., min_length=1, description="The instruction every row of this task carries.")
+
+
+class DemoInstructionsConfig(Section):
+    """Instruction rows written from the demo corpus's task families (train inputs only)."""
+
+    families: list[str] | None = Field(None, description="Demo task families to use; None: every family.")
+    per_family: int = Field(40, ge=1, description="Rows per family (at most the family's train items).")
+    language: Literal["zh", "en"] = Field("zh", description="Language of the instruction (the family description).")
+    instructions: dict[str, str] = Field(
+        {}, description="Instruction per family, replacing its corpus description: paraphrases the base model never "
+        "saw, so following them is what SFT must teach."
+    )
+    variants: dict[str, DemoVariantConfig] = Field(
+        {}, description="More tasks: name -> a family asked with another instruction (e.g. one SFT does not train "
+        "on, left for preference optimisation to teach)."
+    )
+    heldout_percent: int = Field(
+        20, ge=0, le=90, description="Must equal pretrain.corpus.heldout_percent: held-out inputs never become rows."
+    )
+
+
 class BuildConfig(Section):
     """Collects instruction rows from human-written seeds and templated datasets."""
 
@@ -122,6 +148,10 @@ class BuildConfig(Section):
         description="Files of human-written rows: basic (task/instruction/input/output) or dialogue (messages).",
     )
     datasets: list[TemplatedDatasetConfig] = Field([], description="Existing datasets converted through templates.")
+    demo_families: DemoInstructionsConfig | None = Field(
+        None, description="Demo only: instruction rows from the demo task families, so SFT can be checked on "
+        "their held-out inputs."
+    )
     max_chars: int = Field(20000, ge=1, description="Reject a row whose any field is longer than this.")
     max_rejected_fraction: float = Field(
         0.2, ge=0, le=1, description="Fail the stage if more than this fraction of rows read is rejected."
@@ -150,6 +180,55 @@ class LoraSettings(Section):
     )
 
 
+class MixingConfig(Section):
+    """Multi-task mixing (T5/FLAN): per-task rates from size, cap, temperature and weights."""
+
+    cap: int | None = Field(
+        None, ge=1, description="Examples-proportional mixing cap K: a task counts as at most K rows. None: no cap."
+    )
+    temperature: float = Field(
+        1.0, gt=0, description="Temperature sampling: rate ∝ min(rows, K) ** (1/T). 1: proportional; large: uniform."
+    )
+    task_weights: dict[str, float] = Field({}, description="Multiplier of a task's rate (tasks not listed: 1).")
+    source_weights: dict[str, float] = Field(
+        {}, description="Multiplier of rows by source prefix (seed, template, self_instruct, demo; not listed: 1)."
+    )
+
+    @field_validator("task_weights", "source_weights")
+    @classmethod
+    def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        negative = sorted(name for name, value in weights.items() if value < 0)
+        if negative:
+            raise ValueError(f"weights must be >= 0 (negative: {negative})")
+        return weights
+
+
+class CurriculumConfig(Section):
+    """Progressive fine-tuning: phases from easy to hard."""
+
+    order_by: Literal["difficulty", "length", "base_loss"] = Field(
+        "length", description="difficulty: task_difficulty below; length: tokens; base_loss: the base model's "
+        "loss on the example."
+    )
+    task_difficulty: dict[str, float] = Field(
+        {}, description="order_by difficulty: declared difficulty per task (higher = harder)."
+    )
+    default_difficulty: float = Field(0.0, description="Difficulty of tasks not in task_difficulty.")
+    phases: int = Field(3, ge=1, description="Number of phases (equal shares of the training stream).")
+    adaptive: bool = Field(
+        False, description="At each phase boundary, re-order the examples still ahead by the current model's loss."
+    )
+
+
+class PlateauConfig(Section):
+    """Cut the learning rate when the validation loss stops improving."""
+
+    factor: float = Field(0.5, gt=0, lt=1, description="Multiply the learning rate by this on a plateau.")
+    patience: int = Field(2, ge=1, description="Evaluations without a new best validation loss before a cut.")
+    threshold: float = Field(0.0, ge=0, description="An improvement smaller than this does not count.")
+    min_lr: float = Field(0.0, ge=0, description="Never cut below this learning rate.")
+
+
 class SFTStageConfig(Section):
     """Supervised fine-tuning on the validated instruction data (TRL SFTTrainer)."""
 
@@ -159,6 +238,10 @@ class SFTStageConfig(Section):
         "指令：{instruction}\n输入：{input}\n输出：", description="Prompt template of basic rows that have an input."
     )
     prompt_without_input: str = Field("指令：{instruction}\n输出：", description="Prompt template of basic rows without input.")
+    add_bos: bool = Field(
+        False, description="Start basic-format prompts with the BOS token (models pretrained with BOS before every "
+        "document, like the demo's). Chat formats follow their template."
+    )
     max_length: int = Field(512, ge=8, description="Longest tokenised example; longer ones are cut at the end.")
     max_steps: int = Field(200, ge=1, description="Optimizer steps.")
     batch_size: int = Field(8, ge=1, description="Examples per device per step.")
@@ -174,6 +257,12 @@ class SFTStageConfig(Section):
     logging_steps: int = Field(5, ge=1, description="Steps between logged training metrics.")
     eval_steps: int = Field(25, ge=1, description="Steps between validation-loss evaluations.")
     save_steps: int = Field(50, ge=1, description="Steps between checkpoints (resume after an interruption).")
+    plateau: PlateauConfig | None = Field(None, description="Learning-rate cuts on a validation-loss plateau.")
+    mixing: MixingConfig | None = Field(
+        None, description="Multi-task mixing. None: the data as it is (every row once per epoch)."
+    )
+    curriculum: CurriculumConfig | None = Field(None, description="Curriculum order. None: random order.")
+    register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
 
@@ -357,6 +446,116 @@ class SelfInstructConfig(Section):
         return self
 
 
+class JudgeConfig(Section):
+    """A causal LM as judge: score = log P(yes) - log P(no) after a rubric prompt."""
+
+    model: str | None = Field(None, description="Hub id or folder of the judge. None: the SFT model itself.")
+    rubric: str = Field(
+        "问题：{prompt}\n回答：{response}\n这个回答正确吗？答：",
+        description="Rubric prompt with {prompt} and {response}; the judge continues it with the yes or no word.",
+    )
+    yes: str = Field("是", description="The word for a good response.")
+    no: str = Field("否", description="The word for a bad response.")
+
+
+class PreferenceImportConfig(Section):
+    """A public preference dataset read from a file."""
+
+    format: Literal["hh", "ultrafeedback"] = Field(
+        ..., description="hh: Anthropic-HH chosen/rejected dialogues; ultrafeedback: scored completions."
+    )
+    path: str = Field(..., description="JSONL file.")
+
+
+class PreferencesConfig(Section):
+    """Preference pairs: K sampled responses per prompt from the SFT model, annotated, then paired."""
+
+    annotator: Literal["oracle", "rankings_file", "judge", "none"] = Field(
+        "oracle", description="oracle: reference-based score (verifiable tasks); rankings_file: human rankings or "
+        "scores from a file; judge: a model with a rubric; none: only imported pairs."
+    )
+    tasks: list[str] | None = Field(
+        None, description="Tasks whose validated rows become prompts. None: every task."
+    )
+    max_prompts: int = Field(200, ge=1, description="Most prompts sampled (the first ones, in a seeded order).")
+    num_samples: int = Field(4, ge=2, description="Responses sampled per prompt (K).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(24, ge=1, description="Longest response, in tokens.")
+    batch_size: int = Field(32, ge=1, description="Prompts per generate call.")
+    pairing: Literal["all_pairs", "best_vs_rest"] = Field(
+        "all_pairs", description="Which pairs a ranking gives: every pair with different scores, or the best "
+        "against each other response."
+    )
+    rankings_file: str | None = Field(
+        None, description="annotator rankings_file: JSONL or CSV of prompt_id, responses, scores or ranks "
+        "(prompt_id = an instruction row id)."
+    )
+    judge: JudgeConfig = JudgeConfig()
+    imports: list[PreferenceImportConfig] = Field([], description="Preference datasets added as they are.")
+    heldout_fraction: float = Field(
+        0.15, ge=0, lt=1, description="Share of prompts (seeded) whose pairs are held out for evaluation."
+    )
+    eval_prompts: int = Field(
+        60, ge=0, description="Held-out prompts with references (from the validation split of the same tasks) for "
+        "the policies' win rates."
+    )
+    max_rejected_fraction: float = Field(
+        0.5, ge=0, le=1, description="Fail if more than this share of file rows is rejected."
+    )
+
+    @model_validator(mode="after")
+    def _annotator_inputs(self) -> PreferencesConfig:
+        if self.annotator == "rankings_file" and not self.rankings_file:
+            raise ValueError("annotator rankings_file needs rankings_file: <path>")
+        if self.annotator == "none" and not self.imports:
+            raise ValueError("annotator none needs at least one entry in imports")
+        return self
+
+
+class RewardModelConfig(Section):
+    """Bradley-Terry reward model (TRL RewardTrainer), initialised from the SFT model."""
+
+    use_margin: bool = Field(False, description="Subtract the pair's margin inside the loss (Llama-2 style).")
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Push rewards towards zero mean (TRL's auxiliary loss). None: off."
+    )
+    max_length: int = Field(256, ge=8, description="Longest prompt + response, in tokens.")
+    max_steps: int = Field(100, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="Pairs per step.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
+    logging_steps: int = Field(5, ge=1, description="Steps between logged metrics.")
+    eval_steps: int = Field(25, ge=1, description="Steps between held-out evaluations.")
+    save_steps: int = Field(50, ge=1, description="Steps between checkpoints.")
+    register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
+
+
+class DPOStageConfig(Section):
+    """Direct preference optimisation (TRL DPOTrainer) from the SFT model, the SFT model as reference."""
+
+    beta: float = Field(0.1, gt=0, description="Strength of the implicit KL constraint to the reference.")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(
+        "sigmoid", description="sigmoid: DPO; ipo: identity preference optimisation; hinge: SLiC."
+    )
+    method: str = Field("full", pattern="^(full|lora)$", description="full: update every weight; lora: adapters "
+                        "(the reference is the adapter-disabled model).")
+    lora: LoraSettings = LoraSettings()
+    max_length: int = Field(256, ge=8, description="Longest prompt + response, in tokens.")
+    max_steps: int = Field(100, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="Pairs per step.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
+    logging_steps: int = Field(5, ge=1, description="Steps between logged metrics.")
+    eval_steps: int = Field(25, ge=1, description="Steps between held-out evaluations.")
+    save_steps: int = Field(50, ge=1, description="Steps between checkpoints.")
+    win_rate_max_new_tokens: int = Field(16, ge=1, description="Greedy response length for the win rate.")
+    register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
+
+
 class StagesConfig(Section):
     """One section per stage; a stage whose section is absent does not run."""
 
@@ -372,6 +571,11 @@ class StagesConfig(Section):
         None, alias="validate", description="Validate the instruction data, write the data card and the splits."
     )
     sft: SFTStageConfig | None = Field(None, description="Supervised fine-tuning of the base model.")
+    preferences: PreferencesConfig | None = Field(
+        None, description="Sample responses from the SFT model, annotate them, and build preference pairs."
+    )
+    reward_model: RewardModelConfig | None = Field(None, description="Train a Bradley-Terry reward model.")
+    dpo: DPOStageConfig | None = Field(None, description="Direct preference optimisation of the SFT model.")
     evaluate: EvaluateConfig | None = Field(
         None, description="Few-shot evaluation of every model the pipeline produced (tasks x k)."
     )

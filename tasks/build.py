@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import task
 
 from alignflow.caching import sha256_file
-from alignflow.data.instructions import TemplateSet, seed_rows, templated_rows
+from alignflow.data.instructions import TemplateSet, demo_family_rows, seed_rows, templated_rows
 from alignflow.data.loaders import read_records
 from alignflow.data.tables import check_rejected_fraction, rejects, validate_instructions, write_table
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
@@ -58,6 +58,14 @@ def collect_rows(settings: BuildConfig, seed: int) -> tuple[pd.DataFrame, pd.Dat
         n_read += len(records) + len(unreadable)
         rejected += unreadable + refused
         _extend(rows, origins, converted, refused, records, dataset.path)
+    if settings.demo_families is not None:
+        demo = settings.demo_families
+        generated = demo_family_rows(demo.families, demo.per_family, demo.language, demo.heldout_percent, seed,
+                                     demo.instructions,
+                                     {name: (v.family, v.instruction) for name, v in demo.variants.items()})
+        n_read += len(generated)
+        rows.extend(generated)
+        origins.extend(("demo_families", n) for n in range(1, len(generated) + 1))
     frame = pd.DataFrame(rows, columns=INSTRUCTION_COLUMNS)
     valid, invalid = validate_instructions(
         frame, stage="build", source="build",
@@ -101,7 +109,7 @@ STAGE = Stage(
     upstream=(),
     section=build_section,
     run=run_build,
-    code=("alignflow.tasks.build", "alignflow.data.instructions", "alignflow.data.loaders", "alignflow.data.tables",
+    code=("alignflow.tasks.build", "alignflow.data.instructions", "alignflow.demo.corpus", "alignflow.demo.lexicon", "alignflow.data.loaders", "alignflow.data.tables",
           "alignflow.schemas.instruction"),
     description="Instruction rows from human-written seeds and templated datasets.",
 )

@@ -1,24 +1,38 @@
 """Stage `sft`: supervised fine-tuning of the base model on the validated instruction data.
 
 Rows are tokenised here (alignflow.training.sft_data) so that the loss mask is explicit and
-tested; TRL's SFTTrainer then trains on the pre-tokenised `input_ids`/`labels`. Checkpoints live
-outside the stage folder (`.alignflow/checkpoints/sft/<key>/`), so an interrupted run resumes
-from its last checkpoint when rerun; a finished run deletes them. LoRA adapters are merged into a plain model folder.
+tested; TRL's SFTTrainer then trains on the pre-tokenised `input_ids`/`labels`. Optional multi-task
+mixing fixes the training stream (alignflow.training.mixing) and an optional curriculum orders it
+easy to hard (alignflow.training.curriculum). Checkpoints live outside the stage folder
+(`.alignflow/checkpoints/sft/<key>/`), so an interrupted run resumes from its last checkpoint when
+rerun, with the interrupted run's metric curve carried over; a finished run deletes them. LoRA
+adapters are merged into a plain model folder, which gets a model card and a registry entry.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from prefect import task
 
+from alignflow import tracking
 from alignflow.data.tables import read_table
+from alignflow.model_card import write_model_card
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, SFTStageConfig
 from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.training.checkpoints import (
+    carry_over_metrics,
+    checkpoint_dir,
+    resume_point,
+    trainer_device_args,
+)
 from alignflow.training.sft_data import IGNORE, PromptTemplate, tokenize_row
 
 
@@ -27,30 +41,31 @@ def sft_section(config: PipelineConfig) -> dict | None:
     return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
 
 
-def tokenize_table(path: str, tokenizer, template: PromptTemplate, max_length: int):
-    """(datasets.Dataset of input_ids/labels, number of rows dropped because truncation left no response token)."""
-    from datasets import Dataset
+def prompt_template(settings: SFTStageConfig, tokenizer) -> PromptTemplate:
+    """The basic-format template SFT trains with; later stages prompt the policy the same way."""
+    prefix = tokenizer.bos_token if settings.add_bos and tokenizer.bos_token else ""
+    return PromptTemplate(settings.prompt_with_input, settings.prompt_without_input, prefix)
 
-    rows, dropped = [], 0
-    for row in read_table(path).to_dict(orient="records"):
+
+def tokenize_table(frame: pd.DataFrame, tokenizer, template: PromptTemplate,
+                   max_length: int) -> tuple[list[dict], list[dict], int]:
+    """(examples with input_ids/labels, their rows' task/source, rows dropped because truncation left
+    no response token)."""
+    examples, origins, dropped = [], [], 0
+    for row in frame.to_dict(orient="records"):
         encoded = tokenize_row(row, tokenizer, template)
         encoded = {key: values[:max_length] for key, values in encoded.items()}
         if all(label == IGNORE for label in encoded["labels"]):
             dropped += 1
             continue
-        rows.append(encoded)
-    return Dataset.from_list(rows), dropped
-
-
-def checkpoint_dir(config: PipelineConfig, stage: str, out_dir: Path) -> Path:
-    return Path(config.cache.dir).resolve().parent / "checkpoints" / stage / out_dir.name
+        examples.append(encoded)
+        origins.append({"task": row["task"], "source": row["source"]})
+    return examples, origins, dropped
 
 
 def trainer_arguments(settings: SFTStageConfig, output_dir: Path, seed: int, has_validation: bool):
-    import torch
     from trl import SFTConfig
 
-    on_gpu = torch.cuda.is_available()
     return SFTConfig(
         output_dir=str(output_dir),
         max_steps=settings.max_steps,
@@ -70,30 +85,91 @@ def trainer_arguments(settings: SFTStageConfig, output_dir: Path, seed: int, has
         save_steps=settings.save_steps,
         save_total_limit=2,
         seed=seed,
-        use_cpu=not on_gpu,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        activation_checkpointing=False,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+        **trainer_device_args(),
     )
+
+
+def stream_length(settings: SFTStageConfig) -> int:
+    """Examples the trainer consumes: steps x batch x accumulation (one device)."""
+    return settings.max_steps * settings.batch_size * settings.gradient_accumulation_steps
+
+
+def training_stream(origins: list[dict], settings: SFTStageConfig, seed: int) -> tuple[list[int], list]:
+    """Row indices of the training stream and the effective mix (mixing off: every row in turn)."""
+    from alignflow.training.mixing import MixSettings, mix_stream
+
+    mixing = settings.mixing
+    mix = MixSettings() if mixing is None else MixSettings(mixing.cap, mixing.temperature, mixing.task_weights,
+                                                           mixing.source_weights)
+    return mix_stream([o["task"] for o in origins], [o["source"] for o in origins], stream_length(settings), mix,
+                      seed)
+
+
+def difficulty_scorer(settings: SFTStageConfig, examples: list[dict], origins: list[dict], stream: list[int],
+                      model):
+    """score(positions) -> difficulty of the stream positions, by the curriculum's order_by."""
+    from alignflow.training.curriculum import example_losses
+
+    curriculum = settings.curriculum
+    if curriculum.order_by == "difficulty":
+        per_row = [curriculum.task_difficulty.get(o["task"], curriculum.default_difficulty) for o in origins]
+    elif curriculum.order_by == "length":
+        per_row = [float(len(e["input_ids"])) for e in examples]
+    else:
+        per_row = example_losses(model, examples, settings.batch_size)
+    return lambda positions: [per_row[stream[p]] for p in positions]
+
+
+def current_loss_scorer(trainer, examples: list[dict], stream: list[int], batch_size: int):
+    """score(positions) -> the training model's loss now, each distinct row scored once."""
+    from alignflow.training.curriculum import example_losses
+
+    def score(positions: list[int]) -> list[float]:
+        rows = sorted({stream[p] for p in positions})
+        losses = dict(zip(rows, example_losses(trainer.model, [examples[r] for r in rows], batch_size), strict=True))
+        return [losses[stream[p]] for p in positions]
+
+    return score
+
+
+def log_mix(shares: list, out_dir: Path) -> dict[str, float]:
+    table = pd.DataFrame([asdict(share) for share in shares])
+    table.to_csv(out_dir / "mixing.csv", index=False)
+    mlflow.log_table(table, artifact_file="mixing.json")
+    metrics = {}
+    for share in shares:
+        metrics[f"mix_rate/{share.task}"] = share.rate
+        metrics[f"mix_epochs/{share.task}"] = share.epochs
+    return metrics
 
 
 def run_sft(context: StageContext) -> StageOutput:
     import torch
+    from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTTrainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers.utils import logging as transformers_logging
 
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
+    from alignflow.training.curriculum import CurriculumSampler
+    from alignflow.training.sft_trainer import AlignflowSFTTrainer
+    from alignflow.training.stability import ReduceLROnPlateau
 
+    transformers_logging.disable_progress_bar()  # per-checkpoint "writing shards" bars are noise here
     settings: SFTStageConfig = context.config.stages.sft
+    seed = context.config.seed
     base = context.upstream["pretrain"]["outputs"]["model"]
     data = context.upstream["validate"]["outputs"]
     tokenizer = AutoTokenizer.from_pretrained(base)
-    template = PromptTemplate(settings.prompt_with_input, settings.prompt_without_input)
-    train, dropped_train = tokenize_table(data["train"], tokenizer, template, settings.max_length)
-    validation, dropped_val = tokenize_table(data["validation"], tokenizer, template, settings.max_length)
+    template = prompt_template(settings, tokenizer)
+    examples, origins, dropped_train = tokenize_table(read_table(data["train"]), tokenizer, template,
+                                                      settings.max_length)
+    validation, _, dropped_val = tokenize_table(read_table(data["validation"]), tokenizer, template,
+                                                settings.max_length)
+    if not examples:
+        raise ValueError(f"sft: no training example left from {data['train']} (all {dropped_train} rows lost their "
+                         f"response to truncation at max_length={settings.max_length})")
     overrides = {"attention_dropout": settings.dropout} if settings.dropout is not None else {}
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **overrides)
     peft_config = None
@@ -101,19 +177,47 @@ def run_sft(context: StageContext) -> StageOutput:
         peft_config = PeftLoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha,
                                      lora_dropout=settings.lora.dropout,
                                      target_modules=list(settings.lora.target_modules), task_type="CAUSAL_LM")
+
+    metrics: dict[str, float] = {}
+    stream, sampler, phases_seen = None, None, []
+    if settings.mixing is not None or settings.curriculum is not None:
+        stream, shares = training_stream(origins, settings, seed)
+        metrics |= log_mix(shares, context.out_dir)
+        train = Dataset.from_list([examples[i] for i in stream])
+    else:
+        train = Dataset.from_list(examples)
+
     checkpoints = checkpoint_dir(context.config, "sft", context.out_dir)
+    resume_from, resume_step = resume_point(checkpoints)
+    carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     metrics_callback = MlflowMetrics()
-    trainer = SFTTrainer(
+    callbacks = [metrics_callback, ProgressBar("sft")]
+    plateau = None
+    if settings.plateau is not None:
+        p = settings.plateau
+        plateau = ReduceLROnPlateau(p.factor, p.patience, p.threshold, p.min_lr)
+        callbacks.append(plateau)
+    trainer_kwargs = {}
+    if settings.curriculum is not None:
+        sampler = CurriculumSampler(len(stream), settings.curriculum.phases,
+                                    difficulty_scorer(settings, examples, origins, stream, model),
+                                    seed=seed,
+                                    on_phase=lambda index, positions: phases_seen.append((index, positions)))
+        trainer_kwargs["train_sampler"] = sampler
+    trainer = AlignflowSFTTrainer(
         model=model,
-        args=trainer_arguments(settings, checkpoints, context.config.seed, len(validation) > 0),
+        args=trainer_arguments(settings, checkpoints, seed, len(validation) > 0),
         train_dataset=train,
-        eval_dataset=validation if len(validation) else None,
+        eval_dataset=Dataset.from_list(validation) if validation else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[metrics_callback, ProgressBar("sft")],
+        callbacks=callbacks,
+        **trainer_kwargs,
     )
-    resume = any(checkpoints.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.remove_callback(PrinterCallback)  # the progress bar and MLflow show the logs
+    if sampler is not None and settings.curriculum.adaptive:
+        sampler.rescore = current_loss_scorer(trainer, examples, stream, settings.batch_size)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later forced rerun starts afresh
     model_dir = context.out_dir / "model"
@@ -124,12 +228,34 @@ def run_sft(context: StageContext) -> StageOutput:
     line_plot(context.out_dir / "loss_curve.png", "SFT loss", "step", "loss",
               {"train": history.get("loss", []), "validation": history.get("eval_loss", [])})
     mlflow.log_artifact(str(context.out_dir / "loss_curve.png"))
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
-    metrics = {"train_loss": float(result.training_loss), "train_examples": len(train),
-               "dropped_too_long": dropped_train + dropped_val, "resumed": float(resume)}
+    if phases_seen:
+        write_phases(context.out_dir / "curriculum.json", phases_seen, stream, origins)
+        mlflow.log_artifact(str(context.out_dir / "curriculum.json"))
+    headline = {"train_loss": float(result.training_loss)}
     if history.get("eval_loss"):
-        metrics["validation_loss"] = history["eval_loss"][-1][1]
+        headline["validation_loss"] = history["eval_loss"][-1][1]
+    metrics = {**headline, "train_examples": len(examples), "dropped_too_long": dropped_train + dropped_val,
+               "resumed_from_step": float(resume_step), "global_step": float(trainer.state.global_step), **metrics}
+    if plateau is not None:
+        metrics["lr_reductions"] = float(plateau.reductions)
+    run_id = mlflow.active_run().info.run_id
+    write_model_card(model_dir, title=f"{context.config.name}: SFT model",
+                     summary=f"Supervised fine-tuning ({settings.method}) of `{base}` on the validated instruction "
+                     "data, loss on response tokens only.", stage="sft", run_id=run_id, base_model=base,
+                     upstream=context.upstream, metrics=metrics, config=context.section)
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    if settings.register_model:
+        metrics["registry_version"] = float(tracking.register_model_folder(f"{context.config.name}-sft", run_id))
     return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)
+
+
+def write_phases(path: Path, phases: list[tuple[int, list[int]]], stream: list[int], origins: list[dict]) -> None:
+    """Which tasks each curriculum phase trained on (the last pass over the stream)."""
+    last = {index: positions for index, positions in phases}
+    summary = [{"phase": index, "examples": len(positions),
+                "tasks": pd.Series([origins[stream[p]]["task"] for p in positions]).value_counts().to_dict()}
+               for index, positions in sorted(last.items())]
+    path.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 STAGE = Stage(
@@ -137,7 +263,9 @@ STAGE = Stage(
     upstream=("pretrain", "validate"),
     section=sft_section,
     run=run_sft,
-    code=("alignflow.tasks.sft", "alignflow.training.sft_data", "alignflow.training.callbacks"),
+    code=("alignflow.tasks.sft", "alignflow.training.sft_data", "alignflow.training.callbacks",
+          "alignflow.training.mixing", "alignflow.training.curriculum", "alignflow.training.stability",
+          "alignflow.training.sft_trainer", "alignflow.training.checkpoints", "alignflow.model_card"),
     description="Supervised fine-tuning (full or LoRA) with loss on responses only.",
 )
 

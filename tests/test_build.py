@@ -209,3 +209,24 @@ def test_split_by_task_and_data_card():
     assert card["task"] == {"a": 10, "b": 2, "c": 1}
     assert card["source"] == {"seed": 13}
     assert card["rejection rule"] == {"schema": 1, "too_long": 2}
+
+
+def test_demo_family_rows_use_train_inputs_paraphrases_and_variants(tmp_path):
+    from alignflow.demo.corpus import build_families, is_heldout
+
+    settings = {"families": ["sentiment_zh", "add"], "per_family": 15,
+                "instructions": {"sentiment_zh": "这条评论是好评还是差评？"},
+                "variants": {"satisfied": {"family": "sentiment_zh", "instruction": "写这条评论的人满意吗？"}}}
+    valid, rejected = build(tmp_path, [], demo_families=settings)
+    assert len(valid) == 45 and rejected.empty
+    by_task = {task: frame for task, frame in valid.groupby("task")}
+    assert set(by_task) == {"sentiment_zh", "add", "satisfied"}
+    assert set(by_task["sentiment_zh"]["instruction"]) == {"这条评论是好评还是差评？"}
+    assert set(by_task["add"]["instruction"]) == {build_families()["add"].description["zh"]}
+    assert set(by_task["satisfied"]["source"]) == {"demo:satisfied"}
+    assert not any(is_heldout(text, 20) for text in valid["input"]), "held-out inputs never become rows"
+    answers = {item.input: item.output for item in build_families()["sentiment_zh"].items}
+    assert all(answers[x] == y for x, y in zip(by_task["satisfied"]["input"], by_task["satisfied"]["output"],
+                                                 strict=True))
+    with pytest.raises(ValueError, match="unknown task families"):
+        build(tmp_path, [], demo_families={"families": ["no_such_family"]})

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from alignflow.demo.tokenizer import IM_END, train_tokenizer
-from alignflow.training.sft_data import IGNORE, PromptTemplate, tokenize_basic, tokenize_chat, tokenize_row
+from alignflow.training.sft_data import (
+    IGNORE,
+    PromptTemplate,
+    prompt_text,
+    tokenize_basic,
+    tokenize_chat,
+    tokenize_row,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +59,21 @@ def test_rows_dispatch_on_format(tokenizer):
     dialogue = {"format": "dialogue", "instruction": "", "input": "", "output": "",
                 "messages": json.dumps([{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}])}
     assert trained_text(tokenize_row(dialogue, tokenizer, PromptTemplate()), tokenizer) == f"world{IM_END}"
+
+
+def test_bos_prefix_is_one_masked_special_token(tokenizer):
+    encoded = tokenize_basic("翻译", "apple", "苹果", tokenizer, PromptTemplate(prefix=tokenizer.bos_token))
+    assert encoded["input_ids"][0] == tokenizer.bos_token_id
+    assert encoded["labels"][0] == IGNORE
+    plain = tokenize_basic("翻译", "apple", "苹果", tokenizer, PromptTemplate())
+    assert encoded["input_ids"][1:] == plain["input_ids"]
+
+
+def test_prompt_text_is_what_sft_shows_before_the_response(tokenizer):
+    basic = {"format": "basic", "instruction": "翻译", "input": "apple", "output": "苹果", "messages": "[]"}
+    assert prompt_text(basic, tokenizer, PromptTemplate()) == "指令：翻译\n输入：apple\n输出："
+    chat = {"format": "dialogue", "messages": json.dumps([{"role": "user", "content": "你好"},
+                                                          {"role": "assistant", "content": "好的"}])}
+    text = prompt_text(chat, tokenizer, PromptTemplate())
+    full = tokenizer.apply_chat_template(json.loads(chat["messages"]), tokenize=False)
+    assert full.startswith(text) and "好的" not in text

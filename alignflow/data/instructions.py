@@ -164,3 +164,36 @@ def templated_rows(records: list[Record], templates: TemplateSet, source: str, s
                                   messages=basic_messages(instruction, input_text, output),
                                   source=f"template:{source}"))
     return rows, rejects
+
+
+def demo_family_rows(families: list[str] | None, per_family: int, language: str, heldout_percent: int,
+                     seed: int, instructions: dict[str, str] | None = None,
+                     variants: dict[str, tuple[str, str]] | None = None) -> list[dict]:
+    """Basic rows from the demo task families: instruction = the family's description (or the given
+    paraphrase), train inputs only; `variants` adds tasks name -> (family, instruction).
+
+    The demo's checks ask whether tuning teaches the model to follow these instructions on inputs
+    it never saw (the held-out split), so held-out inputs must never become rows.
+    """
+    import random
+
+    from alignflow.demo.corpus import build_families, split_items
+
+    catalogue = build_families()
+    names = families or sorted(catalogue)
+    variants = variants or {}
+    unknown = sorted((set(names) | set(instructions or {}) | {f for f, _ in variants.values()}) - set(catalogue))
+    if unknown:
+        raise ValueError(f"build.demo_families: unknown task families {unknown}; known: {sorted(catalogue)}")
+    tasks = [(name, name, (instructions or {}).get(name, catalogue[name].description[language])) for name in names]
+    tasks += [(task, family, instruction) for task, (family, instruction) in sorted(variants.items())]
+    rng = random.Random(seed)
+    rows = []
+    for task, family_name, instruction in tasks:
+        train, _ = split_items(catalogue[family_name], heldout_percent)
+        for i, item in enumerate(rng.sample(train, min(per_family, len(train)))):
+            rows.append(canonical_row(id=f"demo-{task}-{i:03d}", task=task, format="basic", instruction=instruction,
+                                      input=item.input, output=item.output,
+                                      messages=basic_messages(instruction, item.input, item.output),
+                                      source=f"demo:{task}"))
+    return rows

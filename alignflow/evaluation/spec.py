@@ -74,9 +74,13 @@ class TaskSpec(_Spec):
     """One evaluation task (see the module docstring for an example)."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Task name (metrics, tables).")
-    category: Literal["recognition", "learning", "other"] = Field(
+    category: Literal["recognition", "learning", "instruction", "preference", "other"] = Field(
         "other", description="recognition: a known task to be recognised from demonstrations; learning: a new "
-        "mapping or label words that can only be learned from them."
+        "mapping or label words that can only be learned from them; instruction: a task stated as an "
+        "instruction (what SFT teaches); preference: an instruction only preference optimisation teaches."
+    )
+    shots: list[int] | None = Field(
+        None, description="Evaluate at these k instead of the stage's shots list (e.g. [0] for instructions)."
     )
     language: Literal["zh", "en"] = Field("zh", description="Field labels: zh 任务：/输入：/输出：, en Task:/Input:/Output:.")
     description: str | None = Field(

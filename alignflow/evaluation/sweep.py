@@ -135,7 +135,7 @@ def _evaluate_model(model, tokenizer, tasks: Sequence[LoadedTask], settings: Swe
 
     for task in tasks:
         spec = task.spec
-        for k in settings.shots:
+        for k in spec.shots if spec.shots is not None else settings.shots:
             shots_per_doc = select_shots(task.pool, task.docs, k, method=settings.selection,
                                          ordering=settings.ordering, seed=settings.seed, draw=settings.draw,
                                          same_group=spec.fewshot.same_group, embed=embed)

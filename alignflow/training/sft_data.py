@@ -23,10 +23,20 @@ class PromptTemplate:
 
     with_input: str = "指令：{instruction}\n输入：{input}\n输出："
     without_input: str = "指令：{instruction}\n输出："
+    prefix: str = ""  # e.g. the BOS token's text, for models pretrained with BOS before every document
 
     def render(self, instruction: str, input_text: str) -> str:
         template = self.with_input if input_text else self.without_input
-        return template.format(instruction=instruction, input=input_text)
+        return self.prefix + template.format(instruction=instruction, input=input_text)
+
+
+def prompt_text(row: dict, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate) -> str:
+    """The prompt of an instruction row exactly as SFT showed it to the model, without the response:
+    what the preference and RL stages give the policy."""
+    if row["format"] == "basic":
+        return template.render(row["instruction"], row["input"])
+    messages = json.loads(row["messages"])[:-1]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def tokenize_basic(instruction: str, input_text: str, output: str, tokenizer: PreTrainedTokenizerBase,

@@ -1,0 +1,31 @@
+"""Model cards: a README.md in every model folder saying where the model came from and how it did.
+
+Hugging Face tools show a model folder's README.md as its card; alignflow writes lineage (the
+stage, its MLflow run and cache key, the upstream runs and data digests) and final metrics there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    return "| | |\n|---|---|\n" + "".join(f"| {key} | {value} |\n" for key, value in rows)
+
+
+def write_model_card(folder: Path, *, title: str, summary: str, stage: str, run_id: str, base_model: str,
+                     upstream: dict[str, dict], metrics: dict[str, float], config: dict) -> Path:
+    """Write `folder/README.md`; `upstream` maps stage names to their pipeline results."""
+    lineage = [("stage", stage), ("MLflow run", run_id), ("base model", base_model)]
+    for name, result in sorted(upstream.items()):
+        lineage.append((f"upstream `{name}`", f"run {result.get('mlflow_run_id', '?')}, output digest "
+                                              f"`{str(result.get('digest', '?'))[:16]}`"))
+    scores = [(key, f"{value:.6g}" if isinstance(value, float) else str(value)) for key, value in sorted(metrics.items())]
+    text = (f"---\nlibrary_name: transformers\ntags: [alignflow, {stage}]\n---\n\n# {title}\n\n{summary}\n\n"
+            f"## Lineage\n\n{_table(lineage)}\n## Metrics\n\n{_table(scores)}\n"
+            f"## Configuration\n\n```json\n{json.dumps(config, ensure_ascii=False, indent=1)}\n```\n\n"
+            "Load it with `AutoModelForCausalLM.from_pretrained(<this folder>)` (or the matching Auto class).\n")
+    path = folder / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path
