@@ -84,3 +84,16 @@ def heatmap(path: Path, title: str, rows: list[str], columns: list[str], values:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def histogram(path: Path, title: str, xlabel: str, values: list[float], bins: int = 30) -> Path:
+    """Histogram of `values` with a line at zero (e.g. chosen-minus-rejected reward margins), as PNG."""
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    axis.hist(values, bins=bins, color="#4c72b0", alpha=0.85)
+    axis.axvline(0.0, color="black", linewidth=1)
+    axis.set(title=title, xlabel=xlabel, ylabel="count")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

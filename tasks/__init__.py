@@ -1,8 +1,20 @@
 """Stages, one module each, in topological order (a stage comes after everything it reads)."""
 
-from alignflow.tasks import build, clean, evaluate, pretrain, self_instruct, sft, validate
+from alignflow.tasks import (
+    build,
+    clean,
+    dpo,
+    evaluate,
+    preferences,
+    pretrain,
+    reward_model,
+    self_instruct,
+    sft,
+    validate,
+)
 
-# (stage, its Prefect task); data flow: build -> self_instruct -> clean -> validate
+# (stage, its Prefect task); data flow: build -> self_instruct -> clean -> validate; training flow:
+# sft -> preferences -> reward_model and dpo
 PIPELINE = [
     (pretrain.STAGE, pretrain.pretrain_task),
     (build.STAGE, build.build_task),
@@ -10,5 +22,8 @@ PIPELINE = [
     (clean.STAGE, clean.clean_task),
     (validate.STAGE, validate.validate_task),
     (sft.STAGE, sft.sft_task),
+    (preferences.STAGE, preferences.preferences_task),
+    (reward_model.STAGE, reward_model.reward_model_task),
+    (dpo.STAGE, dpo.dpo_task),
     (evaluate.STAGE, evaluate.evaluate_task),  # keep last: it reads every model
 ]

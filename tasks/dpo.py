@@ -1,0 +1,143 @@
+"""Stage `dpo`: direct preference optimisation of the SFT model on the preference pairs (TRL DPOTrainer).
+
+The reference policy is the SFT model (a frozen copy, or the adapter-disabled model under LoRA).
+Beyond TRL's implicit-reward metrics, the stage measures held-out preference accuracy and the
+oracle's win rate of the DPO policy against the SFT policy on held-out prompts.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+from prefect import task
+
+from alignflow import tracking
+from alignflow.data.tables import read_table
+from alignflow.model_card import write_model_card
+from alignflow.plots import line_plot
+from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
+from alignflow.schemas.config import DPOStageConfig, PipelineConfig
+from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.training.checkpoints import (
+    carry_over_metrics,
+    checkpoint_dir,
+    resume_point,
+    trainer_device_args,
+)
+
+
+def dpo_section(config: PipelineConfig) -> dict | None:
+    settings = config.stages.dpo
+    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
+
+
+def final_evaluation(trainer, history: dict[str, list[tuple[int, float]]]) -> dict[str, float]:
+    """Held-out metrics of the final policy: the last evaluation when it ran at the final step (so
+    nothing is logged twice for one step), else a new one."""
+    step = trainer.state.global_step
+    last = {key: points[-1][1] for key, points in history.items() if key.startswith("eval_") and points[-1][0] == step}
+    return last if "eval_rewards/accuracies" in last else trainer.evaluate()
+
+
+def run_dpo(context: StageContext) -> StageOutput:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig as PeftLoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers.utils import logging as transformers_logging
+    from trl import DPOConfig, DPOTrainer
+
+    from alignflow.training.callbacks import MlflowMetrics, ProgressBar
+    from alignflow.training.win_rate import compare_policies
+
+    transformers_logging.disable_progress_bar()
+    settings: DPOStageConfig = context.config.stages.dpo
+    pairs = context.upstream["preferences"]["outputs"]
+    base = context.upstream["sft"]["outputs"]["model"]
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    columns = ["prompt", "chosen", "rejected"]
+    train = Dataset.from_pandas(read_table(pairs["pairs_train"])[columns], preserve_index=False)
+    heldout_frame = read_table(pairs["pairs_heldout"])[columns]
+    heldout = Dataset.from_pandas(heldout_frame, preserve_index=False) if len(heldout_frame) else None
+    peft_config = None
+    if settings.method == "lora":
+        peft_config = PeftLoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha,
+                                     lora_dropout=settings.lora.dropout,
+                                     target_modules=list(settings.lora.target_modules), task_type="CAUSAL_LM")
+    checkpoints = checkpoint_dir(context.config, "dpo", context.out_dir)
+    resume_from, resume_step = resume_point(checkpoints)
+    carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
+    metrics_callback = MlflowMetrics()
+    args = DPOConfig(
+        output_dir=str(checkpoints), beta=settings.beta, loss_type=[settings.loss_type],
+        max_length=settings.max_length, max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps,
+        max_grad_norm=settings.max_grad_norm, logging_steps=settings.logging_steps,
+        eval_strategy="steps" if heldout is not None else "no", eval_steps=settings.eval_steps,
+        save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2, seed=context.config.seed,
+        **trainer_device_args())
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout,
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[metrics_callback, ProgressBar("dpo")])
+    trainer.remove_callback(PrinterCallback)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    final_eval = final_evaluation(trainer, metrics_callback.history) if heldout is not None else {}
+
+    out = context.out_dir
+    model_dir = out / "model"
+    policy = trainer.model.merge_and_unload() if settings.method == "lora" else trainer.model
+    policy.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    metrics = {"train_loss": float(result.training_loss), "train_pairs": len(train),
+               "resumed_from_step": float(resume_step)}
+    if final_eval:
+        metrics |= {"heldout_preference_accuracy": float(final_eval["eval_rewards/accuracies"]),
+                    "heldout_reward_margin": float(final_eval["eval_rewards/margins"])}
+    eval_prompts = read_table(pairs["eval_prompts"])
+    if len(eval_prompts):
+        reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        duel, answers = compare_policies(policy, reference, tokenizer, eval_prompts,
+                                         max_new_tokens=settings.win_rate_max_new_tokens)
+        answers.to_csv(out / "win_rate_answers.csv", index=False)
+        mlflow.log_table(answers, artifact_file="win_rate_answers.json")
+        metrics |= {"oracle_win_rate_vs_sft": duel.win_rate, "oracle_wins": duel.wins, "oracle_losses": duel.losses,
+                    "oracle_ties": duel.ties, "oracle_score_dpo": duel.score_a, "oracle_score_sft": duel.score_b,
+                    "exact_match_dpo": duel.exact_a, "exact_match_sft": duel.exact_b}
+    history = metrics_callback.history
+    line_plot(out / "reward_margins.png", "DPO implicit reward margin", "step", "margin",
+              {"train": history.get("rewards/margins", []), "held out": history.get("eval_rewards/margins", [])})
+    mlflow.log_artifact(str(out / "reward_margins.png"), artifact_path="plots")
+    run_id = mlflow.active_run().info.run_id
+    write_model_card(model_dir, title=f"{context.config.name}: DPO policy",
+                     summary=f"Direct preference optimisation ({settings.loss_type} loss, beta {settings.beta}) of the "
+                     f"SFT model `{base}` on the pipeline's preference pairs; reference policy: the SFT model.",
+                     stage="dpo", run_id=run_id, base_model=base, upstream=context.upstream, metrics=metrics,
+                     config=context.section)
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    if settings.register_model:
+        metrics["registry_version"] = float(tracking.register_model_folder(f"{context.config.name}-dpo", run_id))
+    if "oracle_win_rate_vs_sft" in metrics:
+        print(f"[dpo] oracle win rate vs SFT {metrics['oracle_win_rate_vs_sft']:.3f} "
+              f"({metrics['oracle_wins']} wins, {metrics['oracle_losses']} losses, {metrics['oracle_ties']} ties)",
+              flush=True)
+    return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)
+
+
+STAGE = Stage(
+    name="dpo",
+    upstream=("sft", "preferences"),
+    section=dpo_section,
+    run=run_dpo,
+    code=("alignflow.tasks.dpo", "alignflow.training.win_rate", "alignflow.training.checkpoints",
+          "alignflow.training.callbacks", "alignflow.sampling", "alignflow.model_card"),
+    description="Direct preference optimisation of the SFT model (TRL DPOTrainer), the SFT model as reference.",
+)
+
+
+@task(name="dpo", **STAGE_TASK_OPTIONS)
+def dpo_task(request: dict) -> dict:
+    return execute_stage(STAGE, request)

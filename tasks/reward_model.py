@@ -1,0 +1,140 @@
+"""Stage `reward_model`: a Bradley-Terry reward model on the preference pairs (TRL RewardTrainer).
+
+Initialised from the SFT model with a scalar head. The loss is -log σ(r(chosen) - r(rejected)),
+optionally minus the pair's margin inside σ. Held-out pairs give the pair accuracy; the reward
+spread and a histogram of chosen-minus-rejected margins show how separable they are.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import numpy as np
+from prefect import task
+
+from alignflow import tracking
+from alignflow.data.tables import read_table
+from alignflow.model_card import write_model_card
+from alignflow.plots import histogram, line_plot
+from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
+from alignflow.schemas.config import PipelineConfig, RewardModelConfig
+from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.training.checkpoints import (
+    carry_over_metrics,
+    checkpoint_dir,
+    resume_point,
+    trainer_device_args,
+)
+
+
+def reward_model_section(config: PipelineConfig) -> dict | None:
+    settings = config.stages.reward_model
+    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
+
+
+def pair_dataset(path: str, use_margin: bool):
+    from datasets import Dataset
+
+    frame = read_table(path)
+    columns = ["prompt", "chosen", "rejected"] + (["margin"] if use_margin else [])
+    return Dataset.from_pandas(frame[columns].reset_index(drop=True), preserve_index=False)
+
+
+def load_reward_model(path: str):
+    """A sequence-classification model with one output from a causal LM folder (or a reward model)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def run_reward_model(context: StageContext) -> StageOutput:
+    from transformers import PrinterCallback
+    from transformers.utils import logging as transformers_logging
+    from trl import RewardConfig, RewardTrainer
+
+    from alignflow.training.callbacks import MlflowMetrics, ProgressBar
+    from alignflow.training.reward import pair_accuracy, score_texts
+
+    transformers_logging.disable_progress_bar()
+    settings: RewardModelConfig = context.config.stages.reward_model
+    pairs = context.upstream["preferences"]["outputs"]
+    base = context.upstream["sft"]["outputs"]["model"]
+    model, tokenizer = load_reward_model(base)
+    train = pair_dataset(pairs["pairs_train"], settings.use_margin)
+    heldout = pair_dataset(pairs["pairs_heldout"], settings.use_margin)
+    checkpoints = checkpoint_dir(context.config, "reward_model", context.out_dir)
+    resume_from, resume_step = resume_point(checkpoints)
+    carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
+    metrics_callback = MlflowMetrics()
+    args = RewardConfig(
+        output_dir=str(checkpoints), max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
+        max_length=settings.max_length, center_rewards_coefficient=settings.center_rewards_coefficient,
+        logging_steps=settings.logging_steps, eval_strategy="steps" if len(heldout) else "no",
+        eval_steps=settings.eval_steps, save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2,
+        seed=context.config.seed, **trainer_device_args())
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout if len(heldout) else None,
+                            processing_class=tokenizer, callbacks=[metrics_callback, ProgressBar("reward_model")])
+    trainer.remove_callback(PrinterCallback)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+    out = context.out_dir
+    model_dir = out / "model"
+    trainer.model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    evaluation = read_table(pairs["pairs_heldout"]) if len(heldout) else read_table(pairs["pairs_train"])
+    chosen = score_texts(trainer.model, tokenizer, list(evaluation["prompt"] + evaluation["chosen"]),
+                         max_length=settings.max_length)
+    rejected = score_texts(trainer.model, tokenizer, list(evaluation["prompt"] + evaluation["rejected"]),
+                           max_length=settings.max_length)
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    rewards = np.array(chosen + rejected)
+    split = "heldout" if len(heldout) else "train"
+    metrics = {f"{split}_pair_accuracy": pair_accuracy(chosen, rejected), "train_loss": float(result.training_loss),
+               "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+               "margin_mean": float(np.mean(margins)), f"{split}_pairs": len(evaluation),
+               "train_pairs": len(train), "resumed_from_step": float(resume_step)}
+    histogram(out / "margin_histogram.png", f"reward(chosen) - reward(rejected), {split} pairs", "margin", margins)
+    history = metrics_callback.history
+    line_plot(out / "loss_curve.png", "reward model loss", "step", "loss",
+              {"train": history.get("loss", []), "held out": history.get("eval_loss", [])})
+    for plot in ("margin_histogram.png", "loss_curve.png"):
+        mlflow.log_artifact(str(out / plot), artifact_path="plots")
+    run_id = mlflow.active_run().info.run_id
+    write_model_card(model_dir, title=f"{context.config.name}: reward model",
+                     summary=f"Bradley-Terry reward model initialised from the SFT model `{base}` (scalar head, "
+                     "AutoModelForSequenceClassification), trained on the pipeline's preference pairs.",
+                     stage="reward_model", run_id=run_id, base_model=base, upstream=context.upstream,
+                     metrics=metrics, config=context.section)
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    if settings.register_model:
+        metrics["registry_version"] = float(
+            tracking.register_model_folder(f"{context.config.name}-reward_model", run_id))
+    print(f"[reward_model] {split} pair accuracy {metrics[f'{split}_pair_accuracy']:.3f} on {len(evaluation)} pairs",
+          flush=True)
+    return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)
+
+
+STAGE = Stage(
+    name="reward_model",
+    upstream=("sft", "preferences"),
+    section=reward_model_section,
+    run=run_reward_model,
+    code=("alignflow.tasks.reward_model", "alignflow.training.reward", "alignflow.training.checkpoints",
+          "alignflow.training.callbacks", "alignflow.model_card"),
+    description="Bradley-Terry reward model on the preference pairs (TRL RewardTrainer).",
+)
+
+
+@task(name="reward_model", **STAGE_TASK_OPTIONS)
+def reward_model_task(request: dict) -> dict:
+    return execute_stage(STAGE, request)

@@ -1,0 +1,84 @@
+"""Pieces the preference stages share: batched sampling, the judge, reward scoring, head-to-head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+from alignflow.annotation import judge_scores
+from alignflow.demo.tokenizer import train_tokenizer
+from alignflow.sampling import generate_responses
+from alignflow.training.reward import pair_accuracy, score_texts
+from alignflow.training.win_rate import head_to_head
+
+TEXTS = ["指令：计算两个数的和\n输入：3, 4\n输出：7", "Input: apple\nOutput: elppa", "这个回答正确吗？答：是否"] * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(TEXTS, 300)
+
+
+def _config(tokenizer, **extra):
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                       bos_token_id=tokenizer.bos_token_id, **extra)
+
+
+@pytest.fixture(scope="module")
+def policy(tokenizer):
+    torch.manual_seed(0)
+    return LlamaForCausalLM(_config(tokenizer)).eval()
+
+
+@pytest.fixture(scope="module")
+def reward_model(tokenizer):
+    torch.manual_seed(1)
+    return LlamaForSequenceClassification(_config(tokenizer, num_labels=1)).eval()
+
+
+PROMPTS = ["指令：计算两个数的和\n输入：3, 4\n输出：", "Input: apple\nOutput:", "是"]
+
+
+def test_greedy_answers_do_not_depend_on_the_batch(policy, tokenizer):
+    together = generate_responses(policy, tokenizer, PROMPTS, max_new_tokens=6, batch_size=3)
+    alone = [generate_responses(policy, tokenizer, [p], max_new_tokens=6)[0] for p in PROMPTS]
+    assert [r[0].text for r in together] == [r[0].text for r in alone]
+
+
+def test_sampling_gives_k_responses_per_prompt_reproducibly(policy, tokenizer):
+    first = generate_responses(policy, tokenizer, PROMPTS, num_samples=4, temperature=1.0, max_new_tokens=6, seed=3)
+    again = generate_responses(policy, tokenizer, PROMPTS, num_samples=4, temperature=1.0, max_new_tokens=6, seed=3)
+    assert [len(r) for r in first] == [4, 4, 4]
+    assert first == again
+    assert len({r.text for r in first[0]}) > 1, "temperature 1 gives different samples"
+    with pytest.raises(ValueError, match="greedy"):
+        generate_responses(policy, tokenizer, PROMPTS, num_samples=2, temperature=0.0)
+
+
+def test_judge_score_is_the_yes_minus_no_log_probability(policy, tokenizer):
+    rubric = "{prompt}{response}这个回答正确吗？答："
+    scores = judge_scores(policy, tokenizer, PROMPTS[:2], ["7", "elppa"], rubric=rubric, yes="是", no="否")
+    for prompt, response, score in zip(PROMPTS[:2], ["7", "elppa"], scores, strict=True):
+        ids = tokenizer(rubric.format(prompt=prompt, response=response), add_special_tokens=False,
+                        return_tensors="pt")["input_ids"]
+        logp = policy(input_ids=ids).logits[0, -1].log_softmax(-1)
+        yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("是", "否"))
+        assert score == pytest.approx(float(logp[yes] - logp[no]), abs=1e-4)
+
+
+def test_reward_scores_do_not_depend_on_padding(reward_model, tokenizer):
+    texts = ["指令：计算两个数的和\n输入：3, 4\n输出：7", "Input: apple\nOutput: elppa elppa elppa"]
+    together = score_texts(reward_model, tokenizer, texts, batch_size=2)
+    alone = [score_texts(reward_model, tokenizer, [t])[0] for t in texts]
+    assert together == pytest.approx(alone, abs=1e-5)
+    assert pair_accuracy([1.0, 0.0, 2.0], [0.5, 0.0, 3.0]) == pytest.approx(1 / 3)
+
+
+def test_head_to_head_counts_wins_losses_and_ties():
+    result = head_to_head(["7", "8", "x", "elppa"], ["7", "7", "9", "appel"], ["7", "7", "9", "elppa"])
+    assert (result.wins, result.losses, result.ties) == (1, 2, 1)
+    assert result.win_rate == pytest.approx((1 + 0.5) / 4)
+    assert result.exact_a == 0.5 and result.exact_b == 0.75

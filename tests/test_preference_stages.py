@@ -1,0 +1,159 @@
+"""preferences -> reward_model and dpo on the smoke pipeline: outputs, lineage, registry, cache
+invalidation by DPO's beta, and every bad-input case of a rankings file through the stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import make_project, run_cli
+from mlflow.tracking import MlflowClient
+
+from alignflow.schemas.preference import PreferencePair
+from alignflow.tracking import TAG_STAGE, TAG_UPSTREAM
+
+pytestmark = pytest.mark.slow
+STAGES = {
+    "preferences": {"tasks": ["add", "reverse"], "num_samples": 4, "max_new_tokens": 8, "eval_prompts": 8,
+                    "heldout_fraction": 0.25},
+    "reward_model": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3},
+    "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6},
+}
+
+
+def client(folder: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
+
+
+def latest_run(folder: Path, stage: str):
+    mlflow = client(folder)
+    experiment = mlflow.get_experiment_by_name("smoke")
+    return mlflow.search_runs([experiment.experiment_id], f"tags.`{TAG_STAGE}` = '{stage}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+
+def statuses(output: str) -> dict[str, str]:
+    return {p[0]: p[1] for p in (line.split() for line in output.splitlines())
+            if len(p) >= 2 and p[1] in ("computed", "cached")}
+
+
+def edit_config(path: Path, change) -> None:
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(config["stages"])
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    folder = make_project(tmp_path_factory.mktemp("preferences"))
+    path = folder / "configs" / "prefs.yaml"
+    path.write_text((folder / "configs" / "smoke.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+
+    def add_stages(stages):
+        stages["build"]["demo_families"] = {"families": ["add", "reverse"], "per_family": 12}
+        stages.update(json.loads(json.dumps(STAGES)))
+
+    edit_config(path, add_stages)
+    result = run_cli(["run", "configs/prefs.yaml"], folder, folder / ".prefect")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+def output_dir(folder: Path, stage: str) -> Path:
+    """The stage's most recently written output folder."""
+    return max((folder / "artifacts" / stage).glob(f"{stage}-*"), key=lambda p: p.stat().st_mtime)
+
+
+def test_pairs_are_valid_and_held_out_by_prompt(project):
+    out = output_dir(project, "preferences")
+    train, heldout = pd.read_parquet(out / "pairs_train.parquet"), pd.read_parquet(out / "pairs_heldout.parquet")
+    PreferencePair.validate(train)
+    PreferencePair.validate(heldout)
+    prompt = lambda frame: {i.rsplit("-", 2)[0] for i in frame["id"]}  # noqa: E731
+    assert train.size and heldout.size and not prompt(train) & prompt(heldout)
+    metrics = latest_run(project, "preferences").data.metrics
+    assert metrics["pairs_train"] == len(train) and metrics["samples"] == 4 * metrics["prompts"]
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert all(len(json.loads(r)) == 4 for r in samples["responses"])
+
+
+def test_reward_model_and_dpo_log_metrics_plots_models_and_lineage(project):
+    mlflow = client(project)
+    reward = latest_run(project, "reward_model")
+    assert 0 <= reward.data.metrics["heldout_pair_accuracy"] <= 1
+    assert {"reward_mean", "reward_std", "margin_mean"} <= set(reward.data.metrics)
+    plots = {a.path for a in mlflow.list_artifacts(reward.info.run_id, "plots")}
+    assert "plots/margin_histogram.png" in plots
+    dpo = latest_run(project, "dpo")
+    for key in ("heldout_preference_accuracy", "oracle_win_rate_vs_sft", "oracle_score_dpo", "oracle_score_sft"):
+        assert key in dpo.data.metrics, key
+    assert [m.step for m in mlflow.get_metric_history(dpo.info.run_id, "rewards/margins")] == list(range(1, 7))
+    assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies"} <= set(dpo.data.metrics)
+    preferences = latest_run(project, "preferences").info.run_id
+    sft = latest_run(project, "sft").info.run_id
+    for run in (reward, dpo):
+        upstream = run.data.tags[TAG_UPSTREAM]
+        assert f"sft:{sft}" in upstream and f"preferences:{preferences}" in upstream
+        card = (output_dir(project, run.data.tags[TAG_STAGE]) / "model" / "README.md").read_text(encoding="utf-8")
+        assert preferences in card
+    names = {m.name for m in mlflow.search_registered_models()}
+    assert {"smoke-sft", "smoke-reward_model", "smoke-dpo"} <= names
+    evaluate = latest_run(project, "evaluate")
+    assert f"dpo:{dpo.info.run_id}" in evaluate.data.tags[TAG_UPSTREAM], "the DPO policy is evaluated"
+
+
+def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(project):
+    edit_config(project / "configs" / "prefs.yaml", lambda stages: stages["dpo"].update(beta=0.3))
+    result = run_cli(["run", "configs/prefs.yaml"], project, project / ".prefect")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = statuses(result.stdout)
+    assert {k: found[k] for k in ("sft", "preferences", "reward_model")} == dict.fromkeys(
+        ("sft", "preferences", "reward_model"), "cached")
+    assert found["dpo"] == "computed" and found["evaluate"] == "computed"
+
+
+def write_jsonl(path: Path, rows: list) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
+                    encoding="utf-8")
+    return str(path)
+
+
+def test_rankings_file_and_imports_through_the_stage_reject_bad_rows_with_reasons(project):
+    ids = list(pd.read_parquet(next((project / "artifacts" / "validate").glob("validate-*")) / "train.parquet")["id"])
+    rankings = write_jsonl(project / "data" / "rankings.jsonl", [
+        {"prompt_id": ids[0], "responses": ["7", "8", "九"], "ranks": [1, 2, 3]},          # good: 3 pairs
+        {"prompt_id": ids[1], "responses": ["a", "b"], "scores": [1, 1]},                  # ties only
+        {"prompt_id": ids[2], "responses": ["only one"], "scores": [1]},                   # missing responses
+        {"prompt_id": "no-such-prompt", "responses": ["a", "b"], "scores": [1, 0]},        # unknown prompt id
+        {"prompt_id": ids[3], "responses": ["same", "same "], "scores": [2, 1]},           # chosen == rejected
+        {"prompt_id": ids[4], "responses": ["a", "b"], "scores": ["high", "low"]},         # non-numeric
+    ])
+    hh = write_jsonl(project / "data" / "hh.jsonl", [
+        {"chosen": "\n\nHuman: 你好\n\nAssistant: 你好！", "rejected": "\n\nHuman: 你好\n\nAssistant: 走开"}])
+    ultrafeedback = write_jsonl(project / "data" / "uf.jsonl", [
+        {"prompt": "1+1=?", "completions": [{"response": "2", "overall_score": 9},
+                                            {"response": "3", "overall_score": 2}]}])
+
+    def use_rankings(stages):
+        stages["preferences"].update(annotator="rankings_file", rankings_file=rankings, max_rejected_fraction=0.9,
+                                     heldout_fraction=0.0,
+                                     imports=[{"format": "hh", "path": hh}, {"format": "ultrafeedback",
+                                                                            "path": ultrafeedback}])
+
+    edit_config(project / "configs" / "prefs.yaml", use_rankings)
+    result = run_cli(["run", "configs/prefs.yaml", "--only", "preferences"], project, project / ".prefect")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = output_dir(project, "preferences")
+    rejected = pd.read_parquet(out / "rejected.parquet")
+    assert dict(zip(rejected["rule"], rejected["row"], strict=True)) == {
+        "ties_only": 2, "missing_responses": 3, "unknown_prompt_id": 4, "chosen_equals_rejected": 5,
+        "non_numeric_score": 6}
+    assert set(rejected["source"]) == {rankings}
+    pairs = pd.read_parquet(out / "pairs_train.parquet")
+    assert len(pairs) == 3 + 1 + 1
+    metrics = latest_run(project, "preferences").data.metrics
+    assert metrics["rows_rejected"] == 5 and metrics["rejected_ties_only"] == 1
+    assert metrics["pairs_from_hh"] == 1 and metrics["pairs_from_ultrafeedback"] == 1
