@@ -168,8 +168,9 @@ def run_preferences(context: StageContext) -> StageOutput:
     eval_prompts = held_out_prompts(candidates, settings, tokenizer, template, seed)
     write_table(eval_prompts, out / "eval_prompts.parquet")
     if rankings:
-        samples = pd.DataFrame([{**r, "responses": json.dumps(r["responses"], ensure_ascii=False),
-                                 "scores": json.dumps(r["scores"]), "finished": json.dumps(r["finished"])}
+        samples = pd.DataFrame([{"prompt_id": r["prompt_id"], "task": r["task"], "prompt": r["prompt"],
+                                 "responses": json.dumps(r["responses"], ensure_ascii=False),
+                                 "scores": json.dumps(r["scores"]), "finished": json.dumps(r.get("finished"))}
                                 for r in rankings])
         write_table(samples, out / "samples.parquet")
         mlflow.log_table(samples.head(50), artifact_file="samples.json")

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 import yaml
@@ -65,73 +64,6 @@ def statuses(output: str) -> dict[str, str]:
         if len(parts) >= 2 and parts[1] in ("computed", "cached"):
             found[parts[0]] = parts[1]
     return found
-
-
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
-    folder = make_project(tmp_path_factory.mktemp("sft-lora"))
-    sft = {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-           "max_steps": 12, "logging_steps": 1, "eval_steps": 2, "save_steps": 6,
-           "mixing": {"cap": 15, "temperature": 2.0, "task_weights": {"add": 2.0}},
-           "curriculum": {"order_by": "base_loss", "phases": 3, "adaptive": True},
-           "plateau": {"factor": 0.5, "patience": 1}}
-    config = write_config(folder, "lora", sft, evaluate=True, demo_families={"families": ["add"], "per_family": 10})
-    result = run_cli(["run", config], folder, folder / ".prefect")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return folder, config, result
-
-
-def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(lora_run):
-    folder, _, _ = lora_run
-    model_dir = next((folder / "artifacts" / "sft").glob("sft-*")) / "model"
-    assert not (model_dir / "adapter_config.json").exists(), "LoRA is merged into a plain model folder"
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    assert not any("lora" in name for name, _ in model.named_parameters())
-    run = sft_runs(folder)[-1]
-    card = (model_dir / "README.md").read_text(encoding="utf-8")
-    assert run.info.run_id in card and "upstream `pretrain`" in card and "upstream `validate`" in card
-    assert "train_loss" in card
-    versions = client(folder).search_model_versions("name='smoke-sft'")
-    assert [v.run_id for v in versions] == [run.info.run_id]
-    artifacts = {a.path for a in client(folder).list_artifacts(run.info.run_id, "model")}
-    assert {"model/model.safetensors", "model/README.md", "model/tokenizer.json"} <= artifacts
-
-
-def test_curves_are_logged_once_per_step(lora_run):
-    folder, _, _ = lora_run
-    run = sft_runs(folder)[-1]
-    assert steps_of(folder, run.info.run_id, "loss") == list(range(1, 13))
-    for key in ("learning_rate", "grad_norm", "tokens_per_second"):
-        assert steps_of(folder, run.info.run_id, key) == list(range(1, 13)), key
-    assert steps_of(folder, run.info.run_id, "eval_loss") == [2, 4, 6, 8, 10, 12]
-    assert all(v.value > 0 for v in client(folder).get_metric_history(run.info.run_id, "tokens_per_second"))
-
-
-def test_effective_mix_and_curriculum_are_recorded(lora_run):
-    folder, _, _ = lora_run
-    out = next((folder / "artifacts" / "sft").glob("sft-*"))
-    mix = pd.read_csv(out / "mixing.csv").set_index("task")
-    assert mix["drawn"].sum() == 12 * 4  # steps x batch size of the smoke config
-    assert mix["rate"].sum() == pytest.approx(1.0)
-    capped = mix[mix["available"] >= 15]
-    assert (capped.drop(index="add", errors="ignore")["rate"].nunique() <= 1), "capped tasks share one rate"
-    assert mix.loc["add", "rate"] > mix.drop(index="add")["rate"].max(), "task weight 2 raises its rate"
-    phases = pd.read_json(out / "curriculum.json")
-    assert list(phases["phase"]) == [0, 1, 2] and phases["examples"].sum() == 48
-    metrics = sft_runs(folder)[-1].data.metrics
-    assert metrics["mix_rate/add"] == pytest.approx(mix.loc["add", "rate"])
-
-
-def test_a_changed_sft_hyperparameter_recomputes_sft_and_what_follows_only(lora_run):
-    folder, config, _ = lora_run
-    path = folder / config
-    settings = yaml.safe_load(path.read_text(encoding="utf-8"))
-    settings["stages"]["sft"]["learning_rate"] = 1e-3
-    path.write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
-    result = run_cli(["run", config], folder, folder / ".prefect")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert statuses(result.stdout) == {"pretrain": "cached", "build": "cached", "clean": "cached",
-                                       "validate": "cached", "sft": "computed", "evaluate": "computed"}
 
 
 def test_a_killed_sft_run_resumes_from_its_last_checkpoint(tmp_path):

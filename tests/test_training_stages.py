@@ -1,5 +1,7 @@
-"""preferences -> reward_model and dpo on the smoke pipeline: outputs, lineage, registry, cache
-invalidation by DPO's beta, and every bad-input case of a rankings file through the stage."""
+"""The training stages end to end on one small pipeline (smoke + demo-family rows): LoRA SFT with
+mixing, an adaptive curriculum and plateau cuts; preferences -> reward_model and dpo. Outputs,
+curves once per step, model cards, registry entries, lineage, cache invalidation (SFT and DPO
+hyperparameters), and every bad-input case of a rankings file through the stage."""
 
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ import pytest
 import yaml
 from conftest import make_project, run_cli
 from mlflow.tracking import MlflowClient
+from transformers import AutoModelForCausalLM
 
 from alignflow.schemas.preference import PreferencePair
 from alignflow.tracking import TAG_STAGE, TAG_UPSTREAM
 
 pytestmark = pytest.mark.slow
 STAGES = {
+    "sft": {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+            "max_steps": 12, "logging_steps": 1, "eval_steps": 2, "save_steps": 6,
+            "mixing": {"cap": 15, "temperature": 2.0, "task_weights": {"add": 2.0}},
+            "curriculum": {"order_by": "base_loss", "phases": 3, "adaptive": True},
+            "plateau": {"factor": 0.5, "patience": 1}},
     "preferences": {"tasks": ["add", "reverse"], "num_samples": 4, "max_new_tokens": 8, "eval_prompts": 8,
                     "heldout_fraction": 0.25},
     "reward_model": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3},
@@ -54,7 +62,8 @@ def project(tmp_path_factory):
 
     def add_stages(stages):
         stages["build"]["demo_families"] = {"families": ["add", "reverse"], "per_family": 12}
-        stages.update(json.loads(json.dumps(STAGES)))
+        for name, settings in json.loads(json.dumps(STAGES)).items():
+            stages[name] = {**stages.get(name, {}), **settings}
 
     edit_config(path, add_stages)
     result = run_cli(["run", "configs/prefs.yaml"], folder, folder / ".prefect")
@@ -65,6 +74,65 @@ def project(tmp_path_factory):
 def output_dir(folder: Path, stage: str) -> Path:
     """The stage's most recently written output folder."""
     return max((folder / "artifacts" / stage).glob(f"{stage}-*"), key=lambda p: p.stat().st_mtime)
+
+
+def steps_of(folder: Path, run_id: str, key: str) -> list[int]:
+    return [m.step for m in client(folder).get_metric_history(run_id, key)]
+
+
+def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(project):
+    folder = project
+    model_dir = next((folder / "artifacts" / "sft").glob("sft-*")) / "model"
+    assert not (model_dir / "adapter_config.json").exists(), "LoRA is merged into a plain model folder"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    run = latest_run(folder, "sft")
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    assert run.info.run_id in card and "upstream `pretrain`" in card and "upstream `validate`" in card
+    assert "train_loss" in card
+    versions = client(folder).search_model_versions("name='smoke-sft'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    artifacts = {a.path for a in client(folder).list_artifacts(run.info.run_id, "model")}
+    assert {"model/model.safetensors", "model/README.md", "model/tokenizer.json"} <= artifacts
+
+
+def test_curves_are_logged_once_per_step(project):
+    folder = project
+    run = latest_run(folder, "sft")
+    assert steps_of(folder, run.info.run_id, "loss") == list(range(1, 13))
+    for key in ("learning_rate", "grad_norm", "tokens_per_second"):
+        assert steps_of(folder, run.info.run_id, key) == list(range(1, 13)), key
+    assert steps_of(folder, run.info.run_id, "eval_loss") == [2, 4, 6, 8, 10, 12]
+    assert all(v.value > 0 for v in client(folder).get_metric_history(run.info.run_id, "tokens_per_second"))
+
+
+def test_effective_mix_and_curriculum_are_recorded(project):
+    folder = project
+    out = next((folder / "artifacts" / "sft").glob("sft-*"))
+    mix = pd.read_csv(out / "mixing.csv").set_index("task")
+    assert mix["drawn"].sum() == 12 * 4  # steps x batch size of the smoke config
+    assert mix["rate"].sum() == pytest.approx(1.0)
+    capped = mix[mix["available"] >= 15]
+    assert (capped.drop(index="add", errors="ignore")["rate"].nunique() <= 1), "capped tasks share one rate"
+    assert mix.loc["add", "rate"] > mix.drop(index="add")["rate"].max(), "task weight 2 raises its rate"
+    phases = pd.read_json(out / "curriculum.json")
+    assert list(phases["phase"]) == [0, 1, 2] and phases["examples"].sum() == 48
+    metrics = latest_run(folder, "sft").data.metrics
+    assert metrics["mix_rate/add"] == pytest.approx(mix.loc["add", "rate"])
+
+
+def test_a_changed_sft_hyperparameter_invalidates_sft_and_what_follows_only(project):
+    path = project / "configs" / "prefs.yaml"
+    original = path.read_text(encoding="utf-8")
+    edit_config(path, lambda stages: stages["sft"].update(learning_rate=1e-3))
+    try:
+        result = run_cli(["stages", "configs/prefs.yaml"], project, project / ".prefect")
+    finally:
+        path.write_text(original, encoding="utf-8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = {p[0]: p[1] for p in (line.split() for line in result.stdout.splitlines()) if len(p) >= 2}
+    assert [status[s] for s in ("pretrain", "build", "clean", "validate")] == ["cached"] * 4
+    assert status["sft"] == "will" and all(status[s] == "pending" for s in ("preferences", "reward_model", "dpo"))
 
 
 def test_pairs_are_valid_and_held_out_by_prompt(project):
