@@ -55,7 +55,8 @@ def test_example_losses_match_a_manual_per_example_loss(tiny_model):
     losses = example_losses(tiny_model, examples, batch_size=2)
     for example, loss in zip(examples, losses, strict=True):
         ids = torch.tensor([example["input_ids"]])
-        logits = tiny_model(input_ids=ids).logits[0, :-1]
+        with torch.no_grad():
+            logits = tiny_model(input_ids=ids).logits[0, :-1]
         targets = torch.tensor(example["labels"][1:])
         expected = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
         assert loss == pytest.approx(float(expected), rel=1e-4)

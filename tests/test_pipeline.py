@@ -168,7 +168,7 @@ def test_only_and_from_follow_the_graph(smoke, tmp_path):
     assert {r.stage: r.status for r in from_pretrain} == {
         "pretrain": "computed", "build": "cached", "clean": "cached", "validate": "cached", "sft": "computed",
         "evaluate": "computed", "echo": "computed"}
-    assert from_pretrain[4].result["metrics"]["resumed"] == 0.0, "a forced rerun does not resume a finished run"
+    assert from_pretrain[4].result["metrics"]["resumed_from_step"] == 0.0, "a forced rerun does not resume a finished run"
 
     empty_cache = config.model_copy(update={"cache": config.cache.model_copy(update={"dir": str(tmp_path)})})
     with pytest.raises(PipelineError, match="pretrain is needed from cache"):

@@ -64,7 +64,8 @@ def test_judge_score_is_the_yes_minus_no_log_probability(policy, tokenizer):
     for prompt, response, score in zip(PROMPTS[:2], ["7", "elppa"], scores, strict=True):
         ids = tokenizer(rubric.format(prompt=prompt, response=response), add_special_tokens=False,
                         return_tensors="pt")["input_ids"]
-        logp = policy(input_ids=ids).logits[0, -1].log_softmax(-1)
+        with torch.no_grad():
+            logp = policy(input_ids=ids).logits[0, -1].log_softmax(-1)
         yes, no = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("是", "否"))
         assert score == pytest.approx(float(logp[yes] - logp[no]), abs=1e-4)
 

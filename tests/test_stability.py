@@ -31,6 +31,7 @@ def test_plateau_cuts_the_learning_rate_after_patience_evaluations():
     assert callback.reductions == 1
     assert scheduler.base_lrs == [pytest.approx(0.05)]
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    optimizer.step()
     scheduler.step()  # the schedule keeps its shape at the lower level
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi / 100)))
 
