@@ -1,0 +1,1 @@
+"""Reinforcement learning from human feedback: the PPO maths and, later, its trainer."""
