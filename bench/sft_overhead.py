@@ -5,9 +5,11 @@ tokenised instruction rows (the demo's family rows through alignflow's loss mask
 steps, batch and learning rate, one thread, alternating A/B over --repeats rounds so machine
 noise hits both. "alignflow" is what the stage runs: AlignflowSFTTrainer (finite-loss guard),
 the MLflow metric callback (into a throwaway SQLite store), the progress bar, tokens-seen
-counting and, with --mixing, the fixed mixed stream. "bare" is SFTTrainer with report_to=none.
+counting and, with --mixing, the fixed mixed stream. "bare" is SFTTrainer with report_to=none;
+"bare+mlflow" is the same script with transformers' own MLflow callback (report_to=mlflow), the
+fair baseline for a tracked run. Metrics are logged every --logging-steps steps in all three.
 
-Usage: python bench/sft_overhead.py [--steps 60] [--repeats 3] [--model DIR] [--mixing]
+Usage: python bench/sft_overhead.py [--steps 60] [--repeats 3] [--logging-steps 5] [--model DIR] [--mixing]
 """
 
 from __future__ import annotations
@@ -52,18 +54,24 @@ def count_tokens(dataset: Dataset, steps: int, batch: int) -> int:
     return sum(lengths[i % len(lengths)] for i in range(total))
 
 
-def run_bare(model_dir: Path, tokenizer, examples: list[dict], settings: SFTStageConfig, out: Path) -> float:
+def run_bare(model_dir: Path, tokenizer, examples: list[dict], settings: SFTStageConfig, out: Path,
+             report_to: str = "none") -> float:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     args = SFTConfig(output_dir=str(out), max_steps=settings.max_steps,
                      per_device_train_batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                      lr_scheduler_type="cosine", warmup_steps=settings.warmup_steps, max_length=settings.max_length,
                      logging_steps=settings.logging_steps, save_strategy="no", use_cpu=True, bf16=False,
-                     activation_checkpointing=False, report_to="none", disable_tqdm=True, seed=0)
+                     activation_checkpointing=False, report_to=report_to, disable_tqdm=True, seed=0)
+    if report_to == "mlflow":
+        mlflow.set_tracking_uri(f"sqlite:///{out}.db")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if report_to == "mlflow":
+        mlflow.end_run()
+    return seconds
 
 
 def run_alignflow(model_dir: Path, tokenizer, examples: list[dict], origins: list[dict], settings: SFTStageConfig,
@@ -91,6 +99,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default=None)
     parser.add_argument("--mixing", action="store_true")
+    parser.add_argument("--logging-steps", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
     transformers_logging.disable_progress_bar()
@@ -99,26 +108,30 @@ def main() -> None:
     import pandas as pd
 
     examples, origins, _ = tokenize_table(pd.DataFrame(rows), tokenizer, PromptTemplate(), 256)
-    settings = SFTStageConfig(max_steps=args.steps, batch_size=8, logging_steps=1, warmup_steps=5, max_length=256,
+    settings = SFTStageConfig(max_steps=args.steps, batch_size=8, logging_steps=args.logging_steps, warmup_steps=5, max_length=256,
                               mixing=MixingConfig(cap=30) if args.mixing else None)
     tokens = count_tokens(Dataset.from_list(examples), args.steps, 8)
-    times: dict[str, list[float]] = {"bare": [], "alignflow": []}
+    times: dict[str, list[float]] = {"bare": [], "bare+mlflow": [], "alignflow": []}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         model.save_pretrained(model_dir)
         for round_ in range(args.repeats):
-            for name in (("bare", "alignflow") if round_ % 2 == 0 else ("alignflow", "bare")):
-                out = Path(tmp) / f"{name}-{round_}"
-                if name == "bare":
-                    times[name].append(run_bare(model_dir, tokenizer, examples, settings, out))
+            names = list(times) if round_ % 2 == 0 else list(times)[::-1]
+            for name in names:
+                out = Path(tmp) / f"{name}-{round_}".replace("+", "-")
+                if name.startswith("bare"):
+                    report_to = "mlflow" if name == "bare+mlflow" else "none"
+                    times[name].append(run_bare(model_dir, tokenizer, examples, settings, out, report_to))
                 else:
                     times[name].append(run_alignflow(model_dir, tokenizer, examples, origins, settings, out))
     rate = {name: tokens / statistics.median(values) for name, values in times.items()}
-    print(f"steps {args.steps} x batch 8, ~{tokens} tokens per run, {args.repeats} alternating rounds, 1 thread")
+    print(f"steps {args.steps} x batch 8, ~{tokens} tokens per run, logged every {args.logging_steps} steps, "
+          f"{args.repeats} alternating rounds, 1 thread")
     for name, values in times.items():
-        print(f"{name:10s} median {statistics.median(values):6.2f} s  ({', '.join(f'{v:.2f}' for v in values)})  "
+        print(f"{name:12s} median {statistics.median(values):6.2f} s  ({', '.join(f'{v:.2f}' for v in values)})  "
               f"~{rate[name]:8.0f} tokens/s")
-    print(f"ratio alignflow/bare tokens/s: {rate['alignflow'] / rate['bare']:.3f} (target >= 0.95)")
+    print(f"ratio alignflow / bare tokens/s: {rate['alignflow'] / rate['bare']:.3f} (target >= 0.95)")
+    print(f"ratio alignflow / bare+mlflow tokens/s: {rate['alignflow'] / rate['bare+mlflow']:.3f}")
 
 
 if __name__ == "__main__":

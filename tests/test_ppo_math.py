@@ -42,7 +42,7 @@ def close(actual: torch.Tensor, expected) -> None:
 
 def test_rollout_batch_is_frozen_and_knows_its_batch_size():
     batch = RolloutBatch(
-        query_ids=torch.zeros(3, 4, dtype=torch.long), response_ids=torch.zeros(3, 5, dtype=torch.long),
+        query_ids=torch.zeros(3, 4, dtype=torch.long), query_mask=torch.ones(3, 4), response_ids=torch.zeros(3, 5, dtype=torch.long),
         response_mask=torch.ones(3, 5), logprobs=torch.zeros(3, 5), ref_logprobs=torch.zeros(3, 5),
         values=torch.zeros(3, 5), scores=torch.zeros(3),
     )

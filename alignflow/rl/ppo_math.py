@@ -26,6 +26,7 @@ class RolloutBatch:
     """What one rollout (generation plus scoring) hands to the PPO update."""
 
     query_ids: torch.Tensor  # (B, Q) prompt token ids, left-padded so every response starts at column Q
+    query_mask: torch.Tensor  # (B, Q) 1 for real prompt tokens, 0 for left padding
     response_ids: torch.Tensor  # (B, R) sampled response token ids, right-padded
     response_mask: torch.Tensor  # (B, R) 1 for real response tokens (through the eos token), 0 for padding
     logprobs: torch.Tensor  # (B, R) log-probs of response_ids under the policy at rollout time

@@ -1,0 +1,197 @@
+"""PPO with a KL penalty to a frozen reference policy (the notes' RLHF stage 3), in plain sight.
+
+One step: roll out a batch of prompts (alignflow.rl.rollout), turn the reward model's sequence
+score and the per-token KL to the reference into per-token rewards, estimate advantages with GAE,
+then run several epochs of clipped policy and value updates over minibatches. The maths lives in
+alignflow.rl.ppo_math; this loop only wires it, logs it and checkpoints it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from alignflow.rl import ppo_math as pm
+from alignflow.rl.rollout import RewardFunction, response_logprobs, response_values, rollout
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    steps: int = 50  # rollout + update rounds
+    batch_size: int = 16  # prompts per rollout
+    mini_batch_size: int = 8
+    ppo_epochs: int = 2  # passes over each rollout batch
+    learning_rate: float = 1e-5
+    kl_coef: float = 0.05  # beta of the per-token penalty -beta * (log pi - log pi_ref)
+    adaptive_kl: bool = False
+    target_kl: float = 6.0  # per sequence, for the adaptive controller
+    kl_horizon: int = 10000
+    kl_estimator: str = "k1"
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_range: float = 0.2
+    clip_range_value: float = 0.2
+    vf_coef: float = 0.1
+    whiten_advantages: bool = True
+    missing_eos_penalty: float | None = -1.0  # added to the score of a response that never ends
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_grad_norm: float = 1.0
+    use_cache: bool = True
+    seed: int = 0
+
+
+@dataclass
+class PPOState:
+    """What a checkpoint must restore besides the weights and the optimizer."""
+
+    step: int = 0
+    kl_coef: float = 0.0
+
+
+class PPOTrainer:
+    """Policy (trained), reference (frozen), value model (trained), reward function (frozen)."""
+
+    def __init__(self, policy, reference, value_model, reward: RewardFunction, tokenizer, prompts: Sequence[str],
+                 settings: PPOSettings) -> None:
+        self.policy, self.reference, self.value_model = policy, reference, value_model
+        self.reward, self.tokenizer, self.prompts, self.settings = reward, tokenizer, list(prompts), settings
+        for parameter in reference.parameters():
+            parameter.requires_grad_(False)
+        reference.eval()
+        self.parameters = [p for p in [*policy.parameters(), *value_model.parameters()] if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.learning_rate, eps=1e-5)
+        controller = pm.AdaptiveKLController if settings.adaptive_kl else pm.FixedKLController
+        self.kl = (controller(settings.kl_coef, settings.target_kl, settings.kl_horizon) if settings.adaptive_kl
+                   else controller(settings.kl_coef))
+        self.state = PPOState(0, settings.kl_coef)
+        self.samples: list[dict] = []  # the latest rollout's prompts, responses and scores
+
+    # -- one step ---------------------------------------------------------------------------------
+
+    def next_prompts(self) -> list[str]:
+        rng = random.Random(self.settings.seed * 100_003 + self.state.step)
+        return [self.prompts[rng.randrange(len(self.prompts))] for _ in range(self.settings.batch_size)]
+
+    def step(self) -> dict[str, float]:
+        s = self.settings
+        prompts = self.next_prompts()
+        torch.manual_seed(s.seed * 100_003 + self.state.step)
+        started = time.perf_counter()
+        batch, texts = rollout(self.policy, self.reference, self.value_model, self.reward, self.tokenizer, prompts,
+                               max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                               use_cache=s.use_cache)
+        rollout_seconds = time.perf_counter() - started
+        mask = batch.response_mask.float()
+        scores = batch.scores
+        if s.missing_eos_penalty is not None:
+            scores = pm.eos_penalty(scores, batch.response_ids, self.tokenizer.eos_token_id, s.missing_eos_penalty)
+        coef = float(self.kl.value)
+        rewards, kl = pm.per_token_rewards(scores, batch.logprobs, batch.ref_logprobs, mask, coef, s.kl_estimator)
+        advantages, returns = pm.gae(rewards, batch.values, mask, s.gamma, s.lam)
+        if s.whiten_advantages:
+            advantages = pm.masked_whiten(advantages, mask)
+        started = time.perf_counter()
+        updates = [self.update(batch, advantages, returns, indices)
+                   for _ in range(s.ppo_epochs) for indices in self.minibatches()]
+        update_seconds = time.perf_counter() - started
+        kl_per_sequence = (kl * mask).sum(1)
+        self.kl.update(float(kl_per_sequence.mean()), s.batch_size)
+        self.state = PPOState(self.state.step + 1, float(self.kl.value))
+        self.samples = [{"prompt": p, "response": t, "score": float(x)} for p, t, x in zip(prompts, texts, scores,
+                                                                                              strict=True)]
+        lengths = mask.sum(1)
+        metrics = {
+            "reward_mean": float(batch.scores.mean()),
+            "score_with_penalty_mean": float(scores.mean()),
+            "kl_penalty_mean": float((-coef * kl * mask).sum(1).mean()),
+            "kl_mean": float(kl_per_sequence.mean()),
+            "kl_per_token": float(pm.masked_mean(kl, mask)),
+            "kl_coef": coef,
+            "response_length": float(lengths.mean()),
+            "missing_eos": float((batch.response_mask.sum(1) == batch.response_mask.shape[1]).float().mean()),
+            "advantage_mean": float(pm.masked_mean(advantages, mask)),
+            "explained_variance": float(pm.explained_variance(batch.values, returns, mask)),
+            "rollout_tokens_per_second": float(lengths.sum()) / max(rollout_seconds, 1e-9),
+            "rollout_seconds": rollout_seconds,
+            "update_seconds": update_seconds,
+        }
+        for key in updates[0]:
+            metrics[key] = sum(u[key] for u in updates) / len(updates)
+        return metrics
+
+    def minibatches(self) -> list[list[int]]:
+        order = list(range(self.settings.batch_size))
+        random.Random(self.settings.seed + 7 * self.state.step).shuffle(order)
+        size = self.settings.mini_batch_size
+        return [order[i:i + size] for i in range(0, len(order), size)]
+
+    def update(self, batch: pm.RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor,
+               indices: list[int]) -> dict[str, float]:
+        s = self.settings
+        pick = torch.tensor(indices)
+        query_ids, query_mask = batch.query_ids[pick], batch.query_mask[pick]
+        response_ids, mask = batch.response_ids[pick], batch.response_mask[pick]
+        self.policy.train()
+        self.value_model.train()
+        logprobs, entropy = response_logprobs(self.policy, query_ids, query_mask, response_ids, mask,
+                                              s.temperature, with_entropy=True)
+        values = response_values(self.value_model, query_ids, query_mask, response_ids, mask)
+        policy_loss, policy_clip, approx_kl = pm.clipped_policy_loss(logprobs, batch.logprobs[pick],
+                                                                     advantages[pick], mask, s.clip_range)
+        value_loss, value_clip = pm.clipped_value_loss(values, batch.values[pick], returns[pick], mask,
+                                                       s.clip_range_value)
+        loss = policy_loss + s.vf_coef * value_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, s.max_grad_norm)
+        self.optimizer.step()
+        return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
+                "policy_clip_fraction": float(policy_clip), "value_clip_fraction": float(value_clip),
+                "approx_kl": float(approx_kl), "entropy": float(pm.masked_mean(entropy.detach(), mask)),
+                "grad_norm": float(grad_norm)}
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> None:
+        """Weights, optimizer, controller and step; `state.json` last, so a complete folder has it."""
+        import json
+
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"policy": self.policy.state_dict(), "value": self.value_model.state_dict(),
+                    "optimizer": self.optimizer.state_dict()}, folder / "weights.pt")
+        (folder / "state.json").write_text(json.dumps(asdict(self.state)))
+
+    def load(self, folder: Path) -> None:
+        import json
+
+        saved = torch.load(folder / "weights.pt", weights_only=True)
+        self.policy.load_state_dict(saved["policy"])
+        self.value_model.load_state_dict(saved["value"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.state = PPOState(**json.loads((folder / "state.json").read_text()))
+        self.kl.value = self.state.kl_coef
+
+    def train(self, on_step: Callable[[int, dict[str, float]], None] | None = None,
+              checkpoints: Path | None = None, save_steps: int = 0) -> None:
+        """Run to `settings.steps`, resuming from the newest complete checkpoint under `checkpoints`."""
+        if checkpoints is not None:
+            done = sorted((int(p.name.split("-")[1]), p) for p in checkpoints.glob("step-*")
+                          if (p / "state.json").is_file())
+            if done:
+                self.load(done[-1][1])
+        while self.state.step < self.settings.steps:
+            metrics = self.step()
+            if not all(math.isfinite(v) for k, v in metrics.items() if k != "explained_variance"):
+                raise FloatingPointError(f"ppo: non-finite metrics at step {self.state.step}: {metrics}")
+            if on_step:
+                on_step(self.state.step, metrics)
+            if checkpoints is not None and save_steps and self.state.step % save_steps == 0:
+                self.save(checkpoints / f"step-{self.state.step}")
