@@ -556,6 +556,39 @@ class DPOStageConfig(Section):
     register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
+class PPOStageConfig(Section):
+    """PPO with a per-token KL penalty to the SFT policy, against the reward model (alignflow's own)."""
+
+    steps: int = Field(60, ge=1, description="Rollout + update rounds.")
+    batch_size: int = Field(32, ge=2, description="Prompts per rollout.")
+    mini_batch_size: int = Field(16, ge=1, description="Responses per gradient step.")
+    ppo_epochs: int = Field(2, ge=1, description="Passes over each rollout batch.")
+    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate (policy and value model).")
+    kl_coef: float = Field(0.05, ge=0, description="beta of the per-token penalty -beta * (log pi - log pi_ref).")
+    adaptive_kl: bool = Field(False, description="Adapt beta towards target_kl (Ziegler et al.).")
+    target_kl: float = Field(
+        6.0, gt=0, description="Per-sequence KL the adaptive controller aims at; the demo check's upper bound."
+    )
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive controller horizon.")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    clip_range: float = Field(0.2, gt=0, description="Policy ratio clipping.")
+    clip_range_value: float = Field(0.2, gt=0, description="Value clipping around the rollout values.")
+    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
+    missing_eos_penalty: float | None = Field(
+        -1.0, description="Added to the score of a response that never emits eos. None: no penalty."
+    )
+    max_new_tokens: int = Field(16, ge=1, description="Response length limit.")
+    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
+    save_steps: int = Field(10, ge=1, description="Steps between checkpoints.")
+    sample_every: int = Field(10, ge=1, description="Steps between sample tables (prompt, response, reward).")
+    register_model: bool = Field(True, description="Add the policy to the MLflow model registry.")
+
+
 class StagesConfig(Section):
     """One section per stage; a stage whose section is absent does not run."""
 
@@ -576,6 +609,7 @@ class StagesConfig(Section):
     )
     reward_model: RewardModelConfig | None = Field(None, description="Train a Bradley-Terry reward model.")
     dpo: DPOStageConfig | None = Field(None, description="Direct preference optimisation of the SFT model.")
+    ppo: PPOStageConfig | None = Field(None, description="PPO against the reward model with a KL penalty.")
     evaluate: EvaluateConfig | None = Field(
         None, description="Few-shot evaluation of every model the pipeline produced (tasks x k)."
     )

@@ -5,6 +5,7 @@ from alignflow.tasks import (
     clean,
     dpo,
     evaluate,
+    ppo,
     preferences,
     pretrain,
     reward_model,
@@ -14,7 +15,7 @@ from alignflow.tasks import (
 )
 
 # (stage, its Prefect task); data flow: build -> self_instruct -> clean -> validate; training flow:
-# sft -> preferences -> reward_model and dpo
+# sft -> preferences -> reward_model -> ppo, and preferences -> dpo
 PIPELINE = [
     (pretrain.STAGE, pretrain.pretrain_task),
     (build.STAGE, build.build_task),
@@ -25,5 +26,6 @@ PIPELINE = [
     (preferences.STAGE, preferences.preferences_task),
     (reward_model.STAGE, reward_model.reward_model_task),
     (dpo.STAGE, dpo.dpo_task),
+    (ppo.STAGE, ppo.ppo_task),
     (evaluate.STAGE, evaluate.evaluate_task),  # keep last: it reads every model
 ]

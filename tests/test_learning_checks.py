@@ -5,8 +5,9 @@ same sentences). Then:
 - SFT on paraphrased instructions teaches it to follow them: on held-out reviews, asked with the
   paraphrase and with both families' answers as choices (chance 0.5), SFT beats the base model;
 - a third phrasing that SFT never trains on (mixing weight 0) is left to the oracle's preferences:
-  the reward model ranks held-out pairs correctly (>= 0.75), and the DPO policy beats the SFT
-  policy on the oracle's win rate on held-out prompts, by more than chance allows.
+  the reward model ranks held-out pairs correctly (>= 0.75), the DPO policy beats the SFT policy
+  on the oracle's win rate on held-out prompts, by more than chance allows, and the PPO policy's
+  reward-model score on held-out prompts beats the SFT policy's with its KL to SFT under target.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ CONFIG = {
                          "eval_steps": 100},
         "dpo": {"beta": 0.1, "max_steps": 60, "batch_size": 16, "learning_rate": 0.0001, "logging_steps": 10,
                 "eval_steps": 30, "win_rate_max_new_tokens": 4},
+        "ppo": {"steps": 20, "batch_size": 32, "mini_batch_size": 16, "learning_rate": 0.0001, "kl_coef": 0.05,
+                "target_kl": 6.0, "max_new_tokens": 4, "save_steps": 10, "sample_every": 10},
         "evaluate": {"tasks": ["data/eval/tasks/instruct_*.yaml", "data/eval/tasks/prefer_*.yaml"], "add_bos": True,
                      "threads": 1, "limit": 60},
     },
@@ -114,3 +117,9 @@ def test_dpo_beats_sft_on_the_oracle_win_rate_on_held_out_prompts(learning_run):
     frame = results(learning_run)
     preference = frame[frame["category"] == "preference"].groupby("model")["accuracy"].mean()
     assert preference["dpo"] > preference["sft"], preference
+
+
+def test_ppo_raises_the_held_out_reward_within_the_kl_target(learning_run):
+    metrics = stage_metrics(learning_run, "ppo")
+    assert metrics["heldout_reward_ppo"] > metrics["heldout_reward_sft"] + 0.5, metrics
+    assert 0 <= metrics["heldout_kl_to_sft"] < CONFIG["stages"]["ppo"]["target_kl"], metrics

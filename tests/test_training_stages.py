@@ -29,6 +29,8 @@ STAGES = {
                     "heldout_fraction": 0.25},
     "reward_model": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3},
     "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6},
+    "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
+            "sample_every": 2, "learning_rate": 1e-4},
 }
 
 
@@ -132,7 +134,8 @@ def test_a_changed_sft_hyperparameter_invalidates_sft_and_what_follows_only(proj
     assert result.returncode == 0, result.stdout + result.stderr
     status = {p[0]: p[1] for p in (line.split() for line in result.stdout.splitlines()) if len(p) >= 2}
     assert [status[s] for s in ("pretrain", "build", "clean", "validate")] == ["cached"] * 4
-    assert status["sft"] == "will" and all(status[s] == "pending" for s in ("preferences", "reward_model", "dpo"))
+    assert status["sft"] == "will" and all(status[s] == "pending"
+                                           for s in ("preferences", "reward_model", "dpo", "ppo"))
 
 
 def test_pairs_are_valid_and_held_out_by_prompt(project):
@@ -173,13 +176,31 @@ def test_reward_model_and_dpo_log_metrics_plots_models_and_lineage(project):
     assert f"dpo:{dpo.info.run_id}" in evaluate.data.tags[TAG_UPSTREAM], "the DPO policy is evaluated"
 
 
+def test_ppo_logs_each_step_samples_held_out_reward_and_lineage(project):
+    mlflow = client(project)
+    run = latest_run(project, "ppo")
+    for key in ("reward_mean", "kl_mean", "kl_per_token", "entropy", "policy_loss", "value_loss",
+                "policy_clip_fraction", "approx_kl", "explained_variance", "response_length",
+                "rollout_tokens_per_second", "kl_penalty_mean"):
+        assert [m.step for m in mlflow.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
+    for key in ("heldout_reward_ppo", "heldout_reward_sft", "heldout_kl_to_sft", "oracle_win_rate_vs_sft"):
+        assert key in run.data.metrics, key
+    samples = {a.path for a in mlflow.list_artifacts(run.info.run_id, "samples")}
+    assert samples == {"samples/step_00002.json", "samples/step_00003.json"}
+    upstream = run.data.tags[TAG_UPSTREAM]
+    assert f"reward_model:{latest_run(project, 'reward_model').info.run_id}" in upstream
+    assert "smoke-ppo" in {m.name for m in mlflow.search_registered_models()}
+    assert f"ppo:{run.info.run_id}" in latest_run(project, "evaluate").data.tags[TAG_UPSTREAM]
+    assert not any((project / ".alignflow" / "checkpoints" / "ppo").glob("*/step-*")), "finished: deleted"
+
+
 def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(project):
     edit_config(project / "configs" / "prefs.yaml", lambda stages: stages["dpo"].update(beta=0.3))
     result = run_cli(["run", "configs/prefs.yaml"], project, project / ".prefect")
     assert result.returncode == 0, result.stdout + result.stderr
     found = statuses(result.stdout)
-    assert {k: found[k] for k in ("sft", "preferences", "reward_model")} == dict.fromkeys(
-        ("sft", "preferences", "reward_model"), "cached")
+    assert {k: found[k] for k in ("sft", "preferences", "reward_model", "ppo")} == dict.fromkeys(
+        ("sft", "preferences", "reward_model", "ppo"), "cached")
     assert found["dpo"] == "computed" and found["evaluate"] == "computed"
 
 

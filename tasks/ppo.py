@@ -1,0 +1,166 @@
+"""Stage `ppo`: PPO against the reward model with a per-token KL penalty to the SFT policy.
+
+TRL removed its PPOTrainer; alignflow owns one (alignflow.rl). The policy and the frozen
+reference start from the SFT model, the value model from the reward model; the reward model
+scores whole responses. Prompts are the preference stage's training prompts; its held-out
+prompts measure the result: the policy's mean reward-model score against the SFT policy's, its
+KL to the SFT policy, and the oracle's win rate.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import task
+
+from alignflow import tracking
+from alignflow.data.tables import read_table
+from alignflow.model_card import write_model_card
+from alignflow.plots import line_plot
+from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
+from alignflow.schemas.config import PipelineConfig, PPOStageConfig
+from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.training.checkpoints import carry_over_metrics, checkpoint_dir
+
+
+def ppo_section(config: PipelineConfig) -> dict | None:
+    settings = config.stages.ppo
+    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
+
+
+def completed_step(checkpoints: Path) -> int:
+    """Newest step with a complete PPO checkpoint (state.json is written last), 0 if none."""
+    steps = [int(m.group(1)) for p in checkpoints.glob("step-*")
+             if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / "state.json").is_file()]
+    return max(steps, default=0)
+
+
+def ppo_settings(settings: PPOStageConfig, seed: int):
+    from alignflow.rl.ppo_trainer import PPOSettings
+
+    fields = PPOSettings.__dataclass_fields__
+    return PPOSettings(**{k: v for k, v in settings.model_dump().items() if k in fields}, seed=seed)
+
+
+def held_out_comparison(policy, reference, reward_model, tokenizer, prompts: pd.DataFrame,
+                        settings: PPOStageConfig) -> dict[str, float]:
+    """Mean reward-model score of sampled responses from the PPO and the SFT policy on held-out
+    prompts, and the PPO policy's KL to the SFT policy on its own samples."""
+    import torch
+
+    from alignflow.rl.rollout import generate, response_logprobs, sequence_scores
+
+    texts = list(prompts["prompt"])
+    results = {}
+    torch.manual_seed(0)
+    for name, model in (("ppo", policy), ("sft", reference)):
+        query, query_mask, response, mask = generate(model, tokenizer, texts, max_new_tokens=settings.max_new_tokens,
+                                                     temperature=settings.temperature, top_p=settings.top_p)
+        with torch.no_grad():
+            results[f"heldout_reward_{name}"] = float(sequence_scores(reward_model, query, query_mask, response,
+                                                                      mask).mean())
+            if name == "ppo":
+                logp = response_logprobs(policy, query, query_mask, response, mask, settings.temperature)
+                ref = response_logprobs(reference, query, query_mask, response, mask, settings.temperature)
+                results["heldout_kl_to_sft"] = float(((logp - ref) * mask).sum(1).mean())
+    return results
+
+
+def run_ppo(context: StageContext) -> StageOutput:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignflow.progress import StepProgress
+    from alignflow.rl.ppo_trainer import PPOTrainer
+    from alignflow.rl.rollout import sequence_scores
+    from alignflow.tasks.reward_model import load_reward_model
+    from alignflow.training.win_rate import compare_policies
+
+    settings: PPOStageConfig = context.config.stages.ppo
+    sft_path = context.upstream["sft"]["outputs"]["model"]
+    reward_path = context.upstream["reward_model"]["outputs"]["model"]
+    preference_outputs = context.upstream["preferences"]["outputs"]
+    tokenizer = AutoTokenizer.from_pretrained(sft_path)
+    policy = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
+    value_model, _ = load_reward_model(reward_path)
+    reward_model, _ = load_reward_model(reward_path)
+    reward_model.eval().requires_grad_(False)
+    prompts = sorted(set(read_table(preference_outputs["pairs_train"])["prompt"]))
+    if not prompts:
+        raise ValueError(f"ppo: no training prompt in {preference_outputs['pairs_train']}")
+
+    def reward(query_ids, query_mask, response_ids, response_mask, texts):
+        return sequence_scores(reward_model, query_ids, query_mask, response_ids, response_mask)
+
+    trainer = PPOTrainer(policy, reference, value_model, reward, tokenizer, prompts,
+                         ppo_settings(settings, context.config.seed))
+    checkpoints = checkpoint_dir(context.config, "ppo", context.out_dir)
+    resume_step = completed_step(checkpoints)
+    carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
+    history: dict[str, list[tuple[int, float]]] = {}
+    progress = StepProgress("ppo", total=settings.steps)
+    progress.update(resume_step)
+
+    def on_step(step: int, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(metrics, step=step)
+        for key, value in metrics.items():
+            history.setdefault(key, []).append((step, value))
+        progress.update(step, reward=metrics["reward_mean"], kl=metrics["kl_mean"])
+        if step % settings.sample_every == 0 or step == settings.steps:
+            mlflow.log_table(pd.DataFrame(trainer.samples), artifact_file=f"samples/step_{step:05d}.json")
+
+    trainer.train(on_step=on_step, checkpoints=checkpoints, save_steps=settings.save_steps)
+    progress.__exit__()
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+    out = context.out_dir
+    model_dir = out / "model"
+    policy.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    metrics: dict[str, float] = {"final_reward_mean": history["reward_mean"][-1][1] if history else float("nan"),
+                                 "resumed_from_step": float(resume_step)}
+    eval_prompts = read_table(preference_outputs["eval_prompts"])
+    if len(eval_prompts):
+        metrics |= held_out_comparison(policy, reference, reward_model, tokenizer, eval_prompts, settings)
+        duel, answers = compare_policies(policy, reference, tokenizer, eval_prompts,
+                                         max_new_tokens=settings.max_new_tokens)
+        answers.to_csv(out / "win_rate_answers.csv", index=False)
+        metrics |= {"oracle_win_rate_vs_sft": duel.win_rate, "oracle_score_ppo": duel.score_a,
+                    "oracle_score_sft": duel.score_b}
+    for key, title in (("reward_mean", "PPO mean reward"), ("kl_mean", "KL to the reference (per sequence)")):
+        line_plot(out / f"{key}.png", title, "step", key, {key: history.get(key, [])})
+        mlflow.log_artifact(str(out / f"{key}.png"), artifact_path="plots")
+    run_id = mlflow.active_run().info.run_id
+    write_model_card(model_dir, title=f"{context.config.name}: PPO policy",
+                     summary=f"PPO (KL coefficient {settings.kl_coef}, {'adaptive' if settings.adaptive_kl else 'fixed'})"
+                     f" of the SFT model `{sft_path}` against the reward model `{reward_path}`.", stage="ppo",
+                     run_id=run_id, base_model=sft_path, upstream=context.upstream, metrics=metrics,
+                     config=context.section)
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    if settings.register_model:
+        metrics["registry_version"] = float(tracking.register_model_folder(f"{context.config.name}-ppo", run_id))
+    if "heldout_reward_ppo" in metrics:
+        print(f"[ppo] held-out reward {metrics['heldout_reward_ppo']:.3f} (SFT {metrics['heldout_reward_sft']:.3f}), "
+              f"KL to SFT {metrics['heldout_kl_to_sft']:.3f} per sequence", flush=True)
+    return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)
+
+
+STAGE = Stage(
+    name="ppo",
+    upstream=("sft", "reward_model", "preferences"),
+    section=ppo_section,
+    run=run_ppo,
+    code=("alignflow.tasks.ppo", "alignflow.rl.ppo_trainer", "alignflow.rl.ppo_math", "alignflow.rl.rollout",
+          "alignflow.training.win_rate", "alignflow.training.checkpoints", "alignflow.model_card"),
+    description="PPO against the reward model with a per-token KL penalty to the SFT policy.",
+)
+
+
+@task(name="ppo", **STAGE_TASK_OPTIONS)
+def ppo_task(request: dict) -> dict:
+    return execute_stage(STAGE, request)
