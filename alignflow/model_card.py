@@ -29,3 +29,22 @@ def write_model_card(folder: Path, *, title: str, summary: str, stage: str, run_
     path = folder / "README.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def publish_model(context, model_dir: Path, *, title: str, summary: str, base_model: str, metrics: dict[str, float],
+                  register: bool) -> dict[str, float]:
+    """Give a saved model folder its card, log it under the stage run's `model/` and register a new
+    version of `<pipeline>-<stage>`; returns the metrics with `registry_version` when registered."""
+    import mlflow
+
+    from alignflow import tracking
+
+    run_id = mlflow.active_run().info.run_id
+    write_model_card(model_dir, title=f"{context.config.name}: {title}", summary=summary, stage=context.name,
+                     run_id=run_id, base_model=base_model, upstream=context.upstream, metrics=metrics,
+                     config=context.section)
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    if register:
+        name = f"{context.config.name}-{context.name}"
+        metrics = {**metrics, "registry_version": float(tracking.register_model_folder(name, run_id))}
+    return metrics

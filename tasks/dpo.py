@@ -12,9 +12,8 @@ import shutil
 import mlflow
 from prefect import task
 
-from alignflow import tracking
 from alignflow.data.tables import read_table
-from alignflow.model_card import write_model_card
+from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import DPOStageConfig, PipelineConfig
@@ -111,15 +110,10 @@ def run_dpo(context: StageContext) -> StageOutput:
     line_plot(out / "reward_margins.png", "DPO implicit reward margin", "step", "margin",
               {"train": history.get("rewards/margins", []), "held out": history.get("eval_rewards/margins", [])})
     mlflow.log_artifact(str(out / "reward_margins.png"), artifact_path="plots")
-    run_id = mlflow.active_run().info.run_id
-    write_model_card(model_dir, title=f"{context.config.name}: DPO policy",
-                     summary=f"Direct preference optimisation ({settings.loss_type} loss, beta {settings.beta}) of the "
-                     f"SFT model `{base}` on the pipeline's preference pairs; reference policy: the SFT model.",
-                     stage="dpo", run_id=run_id, base_model=base, upstream=context.upstream, metrics=metrics,
-                     config=context.section)
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
-    if settings.register_model:
-        metrics["registry_version"] = float(tracking.register_model_folder(f"{context.config.name}-dpo", run_id))
+    metrics = publish_model(context, model_dir, title="DPO policy", base_model=base, metrics=metrics,
+                            register=settings.register_model,
+                            summary=f"Direct preference optimisation ({settings.loss_type} loss, beta {settings.beta}) "
+                            f"of the SFT model `{base}` on the pipeline's preference pairs; reference: the SFT model.")
     if "oracle_win_rate_vs_sft" in metrics:
         print(f"[dpo] oracle win rate vs SFT {metrics['oracle_win_rate_vs_sft']:.3f} "
               f"({metrics['oracle_wins']} wins, {metrics['oracle_losses']} losses, {metrics['oracle_ties']} ties)",

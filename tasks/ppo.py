@@ -17,9 +17,8 @@ import mlflow
 import pandas as pd
 from prefect import task
 
-from alignflow import tracking
 from alignflow.data.tables import read_table
-from alignflow.model_card import write_model_card
+from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, PPOStageConfig
@@ -135,15 +134,11 @@ def run_ppo(context: StageContext) -> StageOutput:
     for key, title in (("reward_mean", "PPO mean reward"), ("kl_mean", "KL to the reference (per sequence)")):
         line_plot(out / f"{key}.png", title, "step", key, {key: history.get(key, [])})
         mlflow.log_artifact(str(out / f"{key}.png"), artifact_path="plots")
-    run_id = mlflow.active_run().info.run_id
-    write_model_card(model_dir, title=f"{context.config.name}: PPO policy",
-                     summary=f"PPO (KL coefficient {settings.kl_coef}, {'adaptive' if settings.adaptive_kl else 'fixed'})"
-                     f" of the SFT model `{sft_path}` against the reward model `{reward_path}`.", stage="ppo",
-                     run_id=run_id, base_model=sft_path, upstream=context.upstream, metrics=metrics,
-                     config=context.section)
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
-    if settings.register_model:
-        metrics["registry_version"] = float(tracking.register_model_folder(f"{context.config.name}-ppo", run_id))
+    control = "adaptive" if settings.adaptive_kl else "fixed"
+    metrics = publish_model(context, model_dir, title="PPO policy", base_model=sft_path, metrics=metrics,
+                            register=settings.register_model,
+                            summary=f"PPO (KL coefficient {settings.kl_coef}, {control}) of the SFT model "
+                            f"`{sft_path}` against the reward model `{reward_path}`.")
     if "heldout_reward_ppo" in metrics:
         print(f"[ppo] held-out reward {metrics['heldout_reward_ppo']:.3f} (SFT {metrics['heldout_reward_sft']:.3f}), "
               f"KL to SFT {metrics['heldout_kl_to_sft']:.3f} per sequence", flush=True)

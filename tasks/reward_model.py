@@ -13,9 +13,8 @@ import mlflow
 import numpy as np
 from prefect import task
 
-from alignflow import tracking
 from alignflow.data.tables import read_table
-from alignflow.model_card import write_model_card
+from alignflow.model_card import publish_model
 from alignflow.plots import histogram, line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, RewardModelConfig
@@ -109,16 +108,10 @@ def run_reward_model(context: StageContext) -> StageOutput:
               {"train": history.get("loss", []), "held out": history.get("eval_loss", [])})
     for plot in ("margin_histogram.png", "loss_curve.png"):
         mlflow.log_artifact(str(out / plot), artifact_path="plots")
-    run_id = mlflow.active_run().info.run_id
-    write_model_card(model_dir, title=f"{context.config.name}: reward model",
-                     summary=f"Bradley-Terry reward model initialised from the SFT model `{base}` (scalar head, "
-                     "AutoModelForSequenceClassification), trained on the pipeline's preference pairs.",
-                     stage="reward_model", run_id=run_id, base_model=base, upstream=context.upstream,
-                     metrics=metrics, config=context.section)
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
-    if settings.register_model:
-        metrics["registry_version"] = float(
-            tracking.register_model_folder(f"{context.config.name}-reward_model", run_id))
+    metrics = publish_model(context, model_dir, title="reward model", base_model=base, metrics=metrics,
+                            register=settings.register_model,
+                            summary=f"Bradley-Terry reward model initialised from the SFT model `{base}` (scalar head, "
+                            "AutoModelForSequenceClassification), trained on the pipeline's preference pairs.")
     print(f"[reward_model] {split} pair accuracy {metrics[f'{split}_pair_accuracy']:.3f} on {len(evaluation)} pairs",
           flush=True)
     return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)

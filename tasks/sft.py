@@ -20,9 +20,8 @@ import mlflow
 import pandas as pd
 from prefect import task
 
-from alignflow import tracking
 from alignflow.data.tables import read_table
-from alignflow.model_card import write_model_card
+from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, SFTStageConfig
@@ -238,14 +237,10 @@ def run_sft(context: StageContext) -> StageOutput:
                "resumed_from_step": float(resume_step), "global_step": float(trainer.state.global_step), **metrics}
     if plateau is not None:
         metrics["lr_reductions"] = float(plateau.reductions)
-    run_id = mlflow.active_run().info.run_id
-    write_model_card(model_dir, title=f"{context.config.name}: SFT model",
-                     summary=f"Supervised fine-tuning ({settings.method}) of `{base}` on the validated instruction "
-                     "data, loss on response tokens only.", stage="sft", run_id=run_id, base_model=base,
-                     upstream=context.upstream, metrics=metrics, config=context.section)
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
-    if settings.register_model:
-        metrics["registry_version"] = float(tracking.register_model_folder(f"{context.config.name}-sft", run_id))
+    metrics = publish_model(context, model_dir, title="SFT model", base_model=base, metrics=metrics,
+                            register=settings.register_model,
+                            summary=f"Supervised fine-tuning ({settings.method}) of `{base}` on the validated "
+                            "instruction data, loss on response tokens only.")
     return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)
 
 
