@@ -589,6 +589,29 @@ class PPOStageConfig(Section):
     register_model: bool = Field(True, description="Add the policy to the MLflow model registry.")
 
 
+class GroupRLStageConfig(Section):
+    """GRPO or RLOO (TRL) against the reward model: several sampled responses per prompt, advantages
+    relative to the group, a KL penalty to the SFT policy."""
+
+    max_steps: int = Field(50, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=2, description="Responses per step (a multiple of num_generations).")
+    num_generations: int = Field(4, ge=2, description="Responses sampled per prompt (the group).")
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate.")
+    beta: float = Field(0.05, ge=0, description="KL coefficient to the reference (SFT) policy.")
+    max_completion_length: int = Field(16, ge=1, description="Response length limit.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    logging_steps: int = Field(5, ge=1, description="Steps between logged metrics.")
+    save_steps: int = Field(25, ge=1, description="Steps between checkpoints.")
+    register_model: bool = Field(True, description="Add the policy to the MLflow model registry.")
+
+    @model_validator(mode="after")
+    def _groups_fill_batches(self) -> GroupRLStageConfig:
+        if self.batch_size % self.num_generations:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of num_generations "
+                             f"({self.num_generations})")
+        return self
+
+
 class StagesConfig(Section):
     """One section per stage; a stage whose section is absent does not run."""
 
@@ -610,6 +633,8 @@ class StagesConfig(Section):
     reward_model: RewardModelConfig | None = Field(None, description="Train a Bradley-Terry reward model.")
     dpo: DPOStageConfig | None = Field(None, description="Direct preference optimisation of the SFT model.")
     ppo: PPOStageConfig | None = Field(None, description="PPO against the reward model with a KL penalty.")
+    grpo: GroupRLStageConfig | None = Field(None, description="GRPO (TRL) against the reward model.")
+    rloo: GroupRLStageConfig | None = Field(None, description="RLOO (TRL) against the reward model.")
     evaluate: EvaluateConfig | None = Field(
         None, description="Few-shot evaluation of every model the pipeline produced (tasks x k)."
     )

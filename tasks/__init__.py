@@ -5,10 +5,12 @@ from alignflow.tasks import (
     clean,
     dpo,
     evaluate,
+    grpo,
     ppo,
     preferences,
     pretrain,
     reward_model,
+    rloo,
     self_instruct,
     sft,
     validate,
@@ -27,5 +29,7 @@ PIPELINE = [
     (reward_model.STAGE, reward_model.reward_model_task),
     (dpo.STAGE, dpo.dpo_task),
     (ppo.STAGE, ppo.ppo_task),
+    (grpo.STAGE, grpo.grpo_task),
+    (rloo.STAGE, rloo.rloo_task),
     (evaluate.STAGE, evaluate.evaluate_task),  # keep last: it reads every model
 ]

@@ -45,35 +45,12 @@ def ppo_settings(settings: PPOStageConfig, seed: int):
     return PPOSettings(**{k: v for k, v in settings.model_dump().items() if k in fields}, seed=seed)
 
 
-def held_out_comparison(policy, reference, reward_model, tokenizer, prompts: pd.DataFrame,
-                        settings: PPOStageConfig) -> dict[str, float]:
-    """Mean reward-model score of sampled responses from the PPO and the SFT policy on held-out
-    prompts, and the PPO policy's KL to the SFT policy on its own samples."""
-    import torch
-
-    from alignflow.rl.rollout import generate, response_logprobs, sequence_scores
-
-    texts = list(prompts["prompt"])
-    results = {}
-    torch.manual_seed(0)
-    for name, model in (("ppo", policy), ("sft", reference)):
-        query, query_mask, response, mask = generate(model, tokenizer, texts, max_new_tokens=settings.max_new_tokens,
-                                                     temperature=settings.temperature, top_p=settings.top_p)
-        with torch.no_grad():
-            results[f"heldout_reward_{name}"] = float(sequence_scores(reward_model, query, query_mask, response,
-                                                                      mask).mean())
-            if name == "ppo":
-                logp = response_logprobs(policy, query, query_mask, response, mask, settings.temperature)
-                ref = response_logprobs(reference, query, query_mask, response, mask, settings.temperature)
-                results["heldout_kl_to_sft"] = float(((logp - ref) * mask).sum(1).mean())
-    return results
-
-
 def run_ppo(context: StageContext) -> StageOutput:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignflow.progress import StepProgress
+    from alignflow.rl.heldout import held_out_comparison
     from alignflow.rl.ppo_trainer import PPOTrainer
     from alignflow.rl.rollout import sequence_scores
     from alignflow.tasks.reward_model import load_reward_model
@@ -125,7 +102,9 @@ def run_ppo(context: StageContext) -> StageOutput:
                                  "resumed_from_step": float(resume_step)}
     eval_prompts = read_table(preference_outputs["eval_prompts"])
     if len(eval_prompts):
-        metrics |= held_out_comparison(policy, reference, reward_model, tokenizer, eval_prompts, settings)
+        metrics |= held_out_comparison(policy, reference, reward_model, tokenizer, eval_prompts,
+                                       max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                       top_p=settings.top_p)
         duel, answers = compare_policies(policy, reference, tokenizer, eval_prompts,
                                          max_new_tokens=settings.max_new_tokens)
         answers.to_csv(out / "win_rate_answers.csv", index=False)

@@ -31,6 +31,8 @@ STAGES = {
     "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6},
     "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
             "sample_every": 2, "learning_rate": 1e-4},
+    "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
+    "rloo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
 }
 
 
@@ -194,13 +196,25 @@ def test_ppo_logs_each_step_samples_held_out_reward_and_lineage(project):
     assert not any((project / ".alignflow" / "checkpoints" / "ppo").glob("*/step-*")), "finished: deleted"
 
 
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_grpo_and_rloo_use_the_same_reward_model_and_held_out_measure(project, method):
+    mlflow = client(project)
+    run = latest_run(project, method)
+    assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "reward")] == [1, 2]
+    for key in (f"heldout_reward_{method}", "heldout_reward_sft", "heldout_kl_to_sft"):
+        assert key in run.data.metrics, key
+    assert f"reward_model:{latest_run(project, 'reward_model').info.run_id}" in run.data.tags[TAG_UPSTREAM]
+    assert f"{method}:{run.info.run_id}" in latest_run(project, "evaluate").data.tags[TAG_UPSTREAM]
+    assert f"smoke-{method}" in {m.name for m in mlflow.search_registered_models()}
+
+
 def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(project):
     edit_config(project / "configs" / "prefs.yaml", lambda stages: stages["dpo"].update(beta=0.3))
     result = run_cli(["run", "configs/prefs.yaml"], project, project / ".prefect")
     assert result.returncode == 0, result.stdout + result.stderr
     found = statuses(result.stdout)
-    assert {k: found[k] for k in ("sft", "preferences", "reward_model", "ppo")} == dict.fromkeys(
-        ("sft", "preferences", "reward_model", "ppo"), "cached")
+    assert {k: found[k] for k in ("sft", "preferences", "reward_model", "ppo", "grpo", "rloo")} == dict.fromkeys(
+        ("sft", "preferences", "reward_model", "ppo", "grpo", "rloo"), "cached")
     assert found["dpo"] == "computed" and found["evaluate"] == "computed"
 
 
