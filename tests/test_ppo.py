@@ -106,3 +106,29 @@ def test_a_large_kl_coefficient_keeps_the_policy_near_the_reference(tokenizer):
     held = train(tokenizer, common_token(tokenizer), kl_coef=2.0)
     assert held[-1]["kl_mean"] < 0.5 * free[-1]["kl_mean"], (held[-1]["kl_mean"], free[-1]["kl_mean"])
     assert held[-1]["kl_mean"] < 1.0
+
+
+def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tokenizer, tmp_path):
+    """Rollouts are seeded by step, and a checkpoint holds weights, optimizer, step and KL
+    coefficient: stopping after step 4 and resuming gives the uninterrupted run's steps 5 and 6."""
+    settings = {"steps": 6, "batch_size": 8, "mini_batch_size": 4, "learning_rate": 1e-2, "max_new_tokens": 4,
+                "missing_eos_penalty": None, "adaptive_kl": True, "kl_coef": 0.1, "target_kl": 1.0,
+                "kl_horizon": 10}
+
+    def run(steps: int, checkpoints=None) -> list[dict[str, float]]:
+        policy, reference, value = models(tokenizer)
+        history: list[dict[str, float]] = []
+        trainer = PPOTrainer(policy, reference, value, token_reward(common_token(tokenizer)), tokenizer, PROMPTS,
+                             PPOSettings(**{**settings, "steps": steps}))
+        trainer.train(on_step=lambda step, metrics: history.append({"step": step, **metrics}),
+                      checkpoints=checkpoints, save_steps=2)
+        return history
+
+    uninterrupted = run(6)
+    first = run(4, tmp_path)
+    assert [h["step"] for h in first] == [1, 2, 3, 4] and (tmp_path / "step-4" / "state.json").is_file()
+    resumed = run(6, tmp_path)
+    assert [h["step"] for h in resumed] == [5, 6], "resumed from the step-4 checkpoint, not from step 0"
+    for expected, got in zip(uninterrupted[4:], resumed, strict=True):
+        for key in ("reward_mean", "kl_mean", "kl_coef", "policy_loss", "value_loss"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
