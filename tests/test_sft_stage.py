@@ -77,8 +77,9 @@ def test_a_killed_sft_run_resumes_from_its_last_checkpoint(tmp_path):
     checkpoints = folder / ".alignflow" / "checkpoints" / "sft"
     deadline = time.time() + 400
     while time.time() < deadline and process.poll() is None:
-        if any(p.name in ("checkpoint-20", "checkpoint-30") for p in checkpoints.glob("*/checkpoint-*")):
-            break
+        if any(p.name in ("checkpoint-20", "checkpoint-30") and (p / "trainer_state.json").is_file()
+               for p in checkpoints.glob("*/checkpoint-*")):
+            break  # a complete checkpoint at step 20 or 30 (a folder is written before its state file)
         time.sleep(0.05)
     assert process.poll() is None, (tmp_path / "killed-run.log").read_text()[-3000:]
     os.killpg(process.pid, signal.SIGKILL)
