@@ -132,3 +132,18 @@ def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tokenizer
     for expected, got in zip(uninterrupted[4:], resumed, strict=True):
         for key in ("reward_mean", "kl_mean", "kl_coef", "policy_loss", "value_loss"):
             assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_non_finite_reward_stops_ppo_with_the_shared_non_finite_error(tokenizer, tmp_path):
+    from alignflow.training.stability import NonFiniteLoss
+
+    policy, reference, value = models(tokenizer)
+
+    def broken(query_ids, query_mask, response_ids, response_mask, texts):
+        return torch.full((response_ids.shape[0],), float("nan"))
+
+    trainer = PPOTrainer(policy, reference, value, broken, tokenizer, PROMPTS,
+                         PPOSettings(steps=2, batch_size=4, mini_batch_size=2, max_new_tokens=4))
+    with pytest.raises(NonFiniteLoss, match="at step 1"):
+        trainer.train(checkpoints=tmp_path, save_steps=1)
+    assert not any(tmp_path.glob("step-*")), "nothing is saved after a non-finite step"

@@ -8,7 +8,6 @@ alignflow.rl.ppo_math; this loop only wires it, logs it and checkpoints it.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ import torch
 
 from alignflow.rl import ppo_math as pm
 from alignflow.rl.rollout import RewardFunction, response_logprobs, response_values, rollout
+from alignflow.training.stability import check_finite
 
 
 @dataclass(frozen=True)
@@ -189,8 +189,7 @@ class PPOTrainer:
                 self.load(done[-1][1])
         while self.state.step < self.settings.steps:
             metrics = self.step()
-            if not all(math.isfinite(v) for k, v in metrics.items() if k != "explained_variance"):
-                raise FloatingPointError(f"ppo: non-finite metrics at step {self.state.step}: {metrics}")
+            check_finite(metrics["policy_loss"] + metrics["value_loss"], self.state.step, str(checkpoints))
             if on_step:
                 on_step(self.state.step, metrics)
             if checkpoints is not None and save_steps and self.state.step % save_steps == 0:
