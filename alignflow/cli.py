@@ -1,4 +1,4 @@
-"""`alignflow` command line: validate, run, stages, ui, eval."""
+"""`alignflow` command line: validate, run, stages, serve, lineage, ui, eval."""
 
 from __future__ import annotations
 
@@ -25,12 +25,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--refresh", metavar="STAGE", action="append", default=[],
                      help="recompute this stage even if cached (repeatable)")
 
+    serve = commands.add_parser(
+        "serve", help="run a pipeline on a cron schedule (needs PREFECT_API_URL: a running `prefect server start`)",
+        description="Register a cron deployment of the pipeline on a persistent Prefect server and run its "
+                    "scheduled (or manually triggered) runs from this folder until stopped. Needs "
+                    "PREFECT_API_URL pointing at `prefect server start`: the temporary server alignflow "
+                    "otherwise starts per process would take the schedule with it.")
+    serve.add_argument("config")
+    serve.add_argument("--cron", required=True, metavar="EXPR", help="cron expression, e.g. '0 3 * * *'")
+    serve.add_argument("--timezone", metavar="TZ", help="IANA time zone of the cron expression (default UTC)")
+    serve.add_argument("--name", help="deployment name (default: the pipeline's name)")
+    serve.add_argument("--only", metavar="STAGE", help="each run: just this stage; its upstream must be cached")
+    serve.add_argument("--from", dest="from_stage", metavar="STAGE", help="each run: recompute from this stage")
+    serve.add_argument("--refresh", metavar="STAGE", action="append", default=[],
+                       help="each run: recompute this stage even if cached (repeatable)")
+
     stages = commands.add_parser("stages", help="list a pipeline's stages, cache keys and cache status")
     stages.add_argument("config")
 
     ui = commands.add_parser("ui", help="open the MLflow UI on the project's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
+
+    lineage = commands.add_parser("lineage", help="print the runs, datasets and models a run came from")
+    lineage.add_argument("run_id", metavar="RUN_ID", help="a pipeline (parent) run or a stage run")
+    lineage.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
 
     evaluate = commands.add_parser("eval", help="few-shot evaluation of any model folder, outside a pipeline")
     evaluate.add_argument("model", metavar="MODEL_DIR", help="model folder (or hub id) with its tokenizer")
@@ -56,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_environment()
     from alignflow.config import ConfigError
-    from alignflow.runner import PipelineError
+    from alignflow.errors import PipelineError
 
     try:
         return COMMANDS[args.command](args)
@@ -78,16 +97,62 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from alignflow.config import load_config
-    from alignflow.flows.pipeline import pipeline
+    from alignflow.prefect_server import start_prefect_api
 
     load_config(args.config)  # fail fast, before a Prefect server starts
-    reports = pipeline(args.config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
+    server = start_prefect_api()
+    from alignflow.flows.pipeline import pipeline  # these imports overlap the server's start-up
+
+    if server:
+        server.wait_until_ready(timeout=120)
+    run = pipeline(args.config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
     print()
-    print(f"{'stage':<16}{'status':<10}{'seconds':>9}  {'mlflow run':<34}metrics")
-    for report in reports:
+    print(format_summary(run))
+    return 0
+
+
+def format_summary(run) -> str:
+    """The table a person reads at the end of a run: each stage, where it came from, its headline
+    metrics, and where to look next."""
+    lines = [f"{'stage':<16}{'status':<10}{'seconds':>9}  {'mlflow run':<34}metrics"]
+    for report in run:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in list(report.result["metrics"].items())[:4])
-        print(f"{report.stage:<16}{report.status:<10}{report.seconds:>9.1f}  "
-              f"{report.result['mlflow_run_id']:<34}{metrics}")
+        lines.append(f"{report.stage:<16}{report.status:<10}{report.seconds:>9.1f}  "
+                     f"{report.result['mlflow_run_id']:<34}{metrics}")
+    computed = sum(report.status == "computed" for report in run)
+    lines.append(f"{len(run)} stages: {computed} computed, {len(run) - computed} from cache, "
+                 f"{sum(report.seconds for report in run):.1f}s")
+    lines.append(f"pipeline run {run.parent_run_id}: `alignflow ui` shows it (report.html among its artifacts); "
+                 f"`alignflow lineage {run.parent_run_id}` prints its lineage")
+    return "\n".join(lines)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from alignflow.config import load_config
+    from alignflow.runner import plan_stages
+    from alignflow.scheduling import (
+        SchedulingError,
+        check_schedule,
+        deployment_parameters,
+        persistent_api_url,
+        serve_pipeline,
+        serving_message,
+    )
+
+    config = load_config(args.config)
+    try:
+        check_schedule(args.cron, args.timezone)
+        api_url = persistent_api_url()
+    except SchedulingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from alignflow.tasks import PIPELINE
+
+    plan_stages(PIPELINE, config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
+    name = args.name or config.name
+    parameters = deployment_parameters(args.config, args.only, args.from_stage, args.refresh)
+    print(serving_message(name, args.cron, args.timezone, parameters, api_url), flush=True)
+    serve_pipeline(name, args.cron, args.timezone, parameters)
     return 0
 
 
@@ -132,6 +197,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from alignflow.lineage import LineageError, build_lineage, format_lineage
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        print(f"error: run {args.run_id}: no MLflow store at {uri}", file=sys.stderr)
+        return 2
+    try:
+        print(format_lineage(build_lineage(MlflowClient(tracking_uri=uri), args.run_id)))
+    except LineageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
@@ -165,7 +248,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "run": cmd_run, "stages": cmd_stages, "ui": cmd_ui, "eval": cmd_eval}
+COMMANDS = {"validate": cmd_validate, "run": cmd_run, "stages": cmd_stages, "ui": cmd_ui, "eval": cmd_eval,
+            "serve": cmd_serve, "lineage": cmd_lineage}
 
 if __name__ == "__main__":
     raise SystemExit(main())

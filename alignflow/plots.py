@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
-import matplotlib
+# Chinese task names and labels: the first of these that is installed draws them (Debian:
+# fonts-noto-cjk); without one they render as boxes.
+CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "SimHei", "Microsoft YaHei"]
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+@cache
+def _pyplot():
+    """matplotlib.pyplot, headless, imported on the first plot: importing it costs every CLI command
+    about a second at start-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *[f for f in CJK_FONTS if f in installed]]
+    return plt
 
 
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
               series: dict[str, list[tuple[float, float]]]) -> Path:
     """One line per series of (x, y) points, saved as PNG at `path`."""
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     for label, points in series.items():
         if points:
@@ -30,6 +46,7 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
 
 def count_panels(path: Path, title: str, panels: dict[str, dict[str, int]]) -> Path:
     """Horizontal bar charts of counts, one panel per named breakdown, saved as PNG."""
+    plt = _pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), dpi=100, squeeze=False)
     for axis, (name, counts) in zip(axes[0], panels.items(), strict=True):
         labels = list(counts)[::-1]
@@ -50,6 +67,7 @@ def accuracy_vs_k(path: Path, title: str, series: dict[str, list[tuple[int, floa
                   chance: dict[str, float] | None = None) -> Path:
     """Accuracy against k (symlog x axis), one line per series of (k, accuracy, ci_low, ci_high),
     with its confidence band; dotted lines mark chance where given."""
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100)
     for label, points in series.items():
         points = sorted(points)
@@ -70,6 +88,7 @@ def accuracy_vs_k(path: Path, title: str, series: dict[str, list[tuple[int, floa
 
 def heatmap(path: Path, title: str, rows: list[str], columns: list[str], values: list[list[float]]) -> Path:
     """A rows x columns grid of values in [0, 1], each cell annotated."""
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(4.5 + 0.6 * len(columns), 1.5 + 0.35 * len(rows)), dpi=100)
     image = axis.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     axis.set_xticks(range(len(columns)), columns)
@@ -88,6 +107,7 @@ def heatmap(path: Path, title: str, rows: list[str], columns: list[str], values:
 
 def histogram(path: Path, title: str, xlabel: str, values: list[float], bins: int = 30) -> Path:
     """Histogram of `values` with a line at zero (e.g. chosen-minus-rejected reward margins), as PNG."""
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     axis.hist(values, bins=bins, color="#4c72b0", alpha=0.85)
     axis.axvline(0.0, color="black", linewidth=1)

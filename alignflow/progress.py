@@ -6,17 +6,29 @@ from tqdm.auto import tqdm
 
 
 class StepProgress:
-    """Progress over `total` steps, updated to an absolute step with a few named values."""
+    """Progress over `total` units (training steps, prompts, documents), moved to an absolute
+    position (`update`) or forward (`advance`), with a few named values beside the bar."""
 
-    def __init__(self, description: str, total: int) -> None:
-        self._bar = tqdm(total=total, desc=description, unit="step", dynamic_ncols=True, mininterval=1.0)
+    def __init__(self, description: str, total: int, unit: str = "step") -> None:
+        self._bar = tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, mininterval=1.0)
 
     def update(self, step: int, **values: float) -> None:
         self._bar.update(step - self._bar.n)
-        self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+        self._show(values)
+
+    def advance(self, count: int = 1, **values: float) -> None:
+        self._bar.update(count)
+        self._show(values)
+
+    def _show(self, values: dict[str, float]) -> None:
+        if values:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
 
     def __enter__(self) -> StepProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bar.close()
+        self.close()

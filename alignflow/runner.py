@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,11 @@ from alignflow.caching import (
     write_manifest,
 )
 from alignflow.config import flatten_params, section_digest
+from alignflow.errors import PipelineError
+from alignflow.report import publish_run_summary
 from alignflow.schemas.config import PipelineConfig
+from alignflow.seeding import seed_everything
 from alignflow.stage import Stage, StageContext
-
-
-class PipelineError(RuntimeError):
-    """A run cannot proceed as asked (unknown stage, missing cached upstream, ...)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +131,7 @@ def execute_stage(stage: Stage, request: dict) -> dict:
         for start in range(0, len(params), 100):
             mlflow.log_params(dict(list(params.items())[start : start + 100]))
         context = StageContext(stage.name, config, section, request["upstream"], out_dir)
+        seed_everything(config.seed)
         output = stage.run(context)
         digest = write_manifest(out_dir)
         metrics = {**output.metrics, "stage_seconds": time.perf_counter() - started}
@@ -158,42 +158,120 @@ class StageReport:
     result: dict
 
 
+class PipelineRun(list):
+    """The reports of the stages a pipeline run computed or took from cache, in order, plus the id of
+    its parent MLflow run (where its config, lineage and report are)."""
+
+    def __init__(self, reports: list[StageReport], parent_run_id: str) -> None:
+        super().__init__(reports)
+        self.parent_run_id = parent_run_id
+
+
 def run_pipeline(config: PipelineConfig, config_path: str, registry: list[tuple[Stage, Any]], *,
                  only: str | None = None, from_stage: str | None = None,
-                 refresh: tuple[str, ...] = ()) -> list[StageReport]:
-    """Run the planned stages in order, each through its Prefect task (so Prefect caches it)."""
+                 refresh: tuple[str, ...] = ()) -> PipelineRun:
+    """Run the planned stages, each through its Prefect task (so Prefect caches it): in order in this
+    process, or with `execution.parallel_stages` > 1 as soon as their inputs are ready, each in a
+    worker process."""
     plan = plan_stages(registry, config, only=only, from_stage=from_stage, refresh=refresh)
     active = {stage.name for stage, _ in active_stages(registry, config)}
     experiment_id = tracking.setup_tracking(config)
     parent_run_id = tracking.start_parent_run(experiment_id, config, config_path)
     mlflow.MlflowClient().log_text(parent_run_id, Path(config_path).read_text(encoding="utf-8"), "config.yaml")
-    results: dict[str, dict] = {}
-    reports: list[StageReport] = []
+    context = _RunContext(config, active, experiment_id, parent_run_id)
     ok = False
     try:
-        for planned in plan:
-            upstream = {name: results[name] for name in planned.stage.inputs(active)}
-            report = _run_one(planned, config, upstream, experiment_id, parent_run_id)
-            results[planned.stage.name] = report.result
-            if planned.mode != "cached":
-                reports.append(report)
+        if config.execution.parallel_stages > 1:
+            reports = _run_concurrently(plan, context, config.execution.parallel_stages)
+        else:
+            reports = [_run_one(planned, context) for planned in plan]
+        reports = [report for report, planned in zip(reports, plan, strict=True) if planned.mode != "cached"]
+        publish_run_summary(parent_run_id)  # lineage.json, lineage.svg and report.html on the parent run
         ok = True
     finally:
         tracking.end_run(parent_run_id, ok)
-    return reports
+    return PipelineRun(reports, parent_run_id)
 
 
-def _run_one(planned: PlannedStage, config: PipelineConfig, upstream: dict[str, dict], experiment_id: str,
-             parent_run_id: str) -> StageReport:
-    stage = planned.stage
-    upstream_runs = {name: result["mlflow_run_id"] for name, result in upstream.items()}
+@dataclass
+class _RunContext:
+    """What every stage of one pipeline run shares; `results` fills up as stages finish."""
+
+    config: PipelineConfig
+    active: set[str]
+    experiment_id: str
+    parent_run_id: str
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def upstream(self, stage: Stage) -> dict[str, dict]:
+        return {name: self.results[name] for name in stage.inputs(self.active)}
+
+    def ready(self, stage: Stage) -> bool:
+        return all(name in self.results for name in stage.inputs(self.active))
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """A stage about to run: its task (with cache options) and request, or its cached report."""
+
+    task: Any = None
+    request: dict | None = None
+    report: StageReport | None = None
+
+
+def _run_one(planned: PlannedStage, context: _RunContext) -> StageReport:
+    launch = _prepare(planned, context)
+    if launch.report is not None:
+        report = launch.report
+    else:
+        started = time.perf_counter()
+        state = launch.task(launch.request, return_state=True)
+        report = _finish(planned.stage, state, time.perf_counter() - started, launch.request, context)
+    context.results[planned.stage.name] = report.result
+    return report
+
+
+def _run_concurrently(plan: list[PlannedStage], context: _RunContext, workers: int) -> list[StageReport]:
+    """Launch every stage whose inputs are ready into a process pool; collect them as they finish."""
+    from prefect.futures import as_completed
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    reports: dict[str, StageReport] = {}
+    waiting = list(plan)
+    running: dict[Any, tuple[PlannedStage, dict, float]] = {}
+    with ProcessPoolTaskRunner(max_workers=workers) as pool:
+        while waiting or running:
+            for planned in [p for p in waiting if context.ready(p.stage)]:
+                waiting.remove(planned)
+                launch = _prepare(planned, context)
+                if launch.report is not None:
+                    reports[planned.stage.name] = launch.report
+                    context.results[planned.stage.name] = launch.report.result
+                    continue
+                future = pool.submit(launch.task, parameters={"request": launch.request})
+                running[future] = (planned, launch.request, time.perf_counter())
+            if not running:
+                continue  # a cached stage made more stages ready
+            future = next(as_completed(list(running)))
+            planned, request, started = running.pop(future)
+            future.wait()
+            report = _finish(planned.stage, future.state, time.perf_counter() - started, request, context)
+            reports[planned.stage.name] = report
+            context.results[planned.stage.name] = report.result
+    return [reports[planned.stage.name] for planned in plan]
+
+
+def _prepare(planned: PlannedStage, context: _RunContext) -> _Launch:
+    """Cache key, cache lookup and the stage's request; a `--only` upstream stage is served here."""
+    stage, config = planned.stage, context.config
+    upstream = context.upstream(stage)
     key = stage_key(stage, config, upstream)
     cached, problem = lookup(config, key)
     if planned.mode == "cached":
         if cached is None:
             raise PipelineError(f"stage {stage.name} is needed from cache but has no usable cached result "
                                 f"({problem}); run the pipeline without --only first")
-        return StageReport(stage.name, "cached", 0.0, cached)
+        return _Launch(report=StageReport(stage.name, "cached", 0.0, cached))
     refresh = planned.mode == "refresh" or (cached is None and problem != "not cached")
     reason = "forced" if planned.mode == "refresh" else ("cache invalid: " + problem if refresh else "")
     print(f"[alignflow] {stage.name}: key {key}{' (' + reason + ')' if reason else ''}", flush=True)
@@ -202,17 +280,19 @@ def _run_one(planned: PlannedStage, config: PipelineConfig, upstream: dict[str, 
         "cache_key": key,
         "out_dir": str(Path(config.artifacts_dir).resolve() / stage.name / key),
         "upstream": upstream,
-        "upstream_runs": upstream_runs,
-        "experiment_id": experiment_id,
-        "parent_run_id": parent_run_id,
+        "upstream_runs": {name: result["mlflow_run_id"] for name, result in upstream.items()},
+        "experiment_id": context.experiment_id,
+        "parent_run_id": context.parent_run_id,
     }
-    started = time.perf_counter()
     task = planned.task.with_options(result_storage=cache_dir(config), refresh_cache=refresh)
-    state = task(request, return_state=True)
-    result = state.result()
-    seconds = time.perf_counter() - started
+    return _Launch(task=task, request=request)
+
+
+def _finish(stage: Stage, state: Any, seconds: float, request: dict, context: _RunContext) -> StageReport:
+    """The stage's report from its final Prefect state; a cache hit gets its child run here."""
+    result = state.result()  # raises the stage's error
     if state.name == "Cached":
-        tracking.record_cache_hit(experiment_id, parent_run_id, result, upstream_runs)
+        tracking.record_cache_hit(context.experiment_id, context.parent_run_id, result, request["upstream_runs"])
         print(f"[alignflow] {stage.name}: from cache (computed by run {result['mlflow_run_id']})", flush=True)
         return StageReport(stage.name, "cached", seconds, result)
     print(f"[alignflow] {stage.name}: computed in {seconds:.1f}s (run {result['mlflow_run_id']})", flush=True)

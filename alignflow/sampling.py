@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from alignflow.progress import StepProgress
+
 
 @dataclass(frozen=True)
 class Response:
@@ -33,8 +35,9 @@ def left_padded(tokenizer, prompts: Sequence[str], device) -> dict[str, torch.Te
 @torch.no_grad()
 def generate_responses(model, tokenizer, prompts: Sequence[str], *, num_samples: int = 1, temperature: float = 0.0,
                        top_p: float = 1.0, max_new_tokens: int = 32, batch_size: int = 16,
-                       seed: int = 0) -> list[list[Response]]:
-    """`num_samples` responses per prompt (temperature 0: greedy, then num_samples must be 1)."""
+                       seed: int = 0, progress: str = "generate") -> list[list[Response]]:
+    """`num_samples` responses per prompt (temperature 0: greedy, then num_samples must be 1);
+    `progress` names the bar that counts prompts."""
     if temperature == 0 and num_samples != 1:
         raise ValueError("greedy decoding gives one response per prompt; use temperature > 0 for several")
     was_training = model.training
@@ -46,13 +49,15 @@ def generate_responses(model, tokenizer, prompts: Sequence[str], *, num_samples:
     torch.manual_seed(seed)
     results: list[list[Response]] = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            batch = left_padded(tokenizer, prompts[start:start + batch_size], device)
-            generated = model.generate(**batch, **sampling, max_new_tokens=max_new_tokens, use_cache=True,
-                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
-            new = generated[:, batch["input_ids"].shape[1]:].tolist()
-            for index in range(0, len(new), num_samples):
-                results.append([_response(tokens, tokenizer) for tokens in new[index:index + num_samples]])
+        with StepProgress(progress, total=len(prompts), unit="prompt") as bar:
+            for start in range(0, len(prompts), batch_size):
+                batch = left_padded(tokenizer, prompts[start:start + batch_size], device)
+                generated = model.generate(**batch, **sampling, max_new_tokens=max_new_tokens, use_cache=True,
+                                           eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
+                new = generated[:, batch["input_ids"].shape[1]:].tolist()
+                for index in range(0, len(new), num_samples):
+                    results.append([_response(tokens, tokenizer) for tokens in new[index:index + num_samples]])
+                bar.advance(len(new) // num_samples)
     finally:
         model.train(was_training)
     return results

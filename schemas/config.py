@@ -35,6 +35,16 @@ class CacheConfig(Section):
     )
 
 
+class ExecutionConfig(Section):
+    parallel_stages: int = Field(
+        1,
+        ge=1,
+        description="Stages that may run at once when their inputs are ready (DPO beside reward model -> PPO). "
+        "1: one after another in this process. More: each stage in its own worker process (own RNG, "
+        "own device), e.g. one per GPU group. Never part of a cache key.",
+    )
+
+
 class CorpusConfig(Section):
     n_streams: int = Field(20000, ge=1, description="Number of few-shot streams (documents) to generate.")
     max_items: int = Field(9, ge=1, description="Most input/output pairs in one stream.")
@@ -650,6 +660,7 @@ class PipelineConfig(Section):
     artifacts_dir: str = Field("artifacts", description="Folder for stage outputs (artifacts/<stage>/<cache key>/).")
     tracking: TrackingConfig = TrackingConfig()
     cache: CacheConfig = CacheConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     stages: StagesConfig = StagesConfig()
 
     @model_validator(mode="after")

@@ -19,7 +19,6 @@ import pandas as pd
 from prefect import task
 
 from alignflow.evaluation.spec import load_task, task_files_digest_inputs
-from alignflow.evaluation.sweep import SweepSettings, evaluate_model, format_summary, load_model, load_tasks
 from alignflow.plots import accuracy_vs_k, heatmap
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import EvaluateConfig, PipelineConfig
@@ -62,7 +61,9 @@ def models_to_evaluate(upstream: dict[str, dict]) -> list[tuple[str, str]]:
             if name in upstream and "model" in upstream[name]["outputs"]]
 
 
-def sweep_settings(settings: EvaluateConfig, held_out: int) -> SweepSettings:
+def sweep_settings(settings: EvaluateConfig, held_out: int):
+    from alignflow.evaluation.sweep import SweepSettings  # imports torch: not at CLI start-up
+
     return SweepSettings(shots=tuple(settings.shots), selection=settings.selection, ordering=settings.ordering,
                          draw=settings.draw, seed=settings.fewshot_seed, limit=settings.limit,
                          max_length=settings.max_length, batch_tokens=settings.batch_tokens,
@@ -95,6 +96,8 @@ def write_plots(frame: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def run_evaluate(context: StageContext) -> StageOutput:
+    from alignflow.evaluation.sweep import evaluate_model, format_summary, load_model, load_tasks
+
     settings: EvaluateConfig = context.config.stages.evaluate
     out = context.out_dir
     held_out = heldout_percent(context.config)

@@ -91,7 +91,7 @@ def run_ppo(context: StageContext) -> StageOutput:
             mlflow.log_table(pd.DataFrame(trainer.samples), artifact_file=f"samples/step_{step:05d}.json")
 
     trainer.train(on_step=on_step, checkpoints=checkpoints, save_steps=settings.save_steps)
-    progress.__exit__()
+    progress.close()
     shutil.rmtree(checkpoints, ignore_errors=True)
 
     out = context.out_dir

@@ -79,7 +79,7 @@ def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[st
     sampled = generate_responses(model, tokenizer, prompts, num_samples=settings.num_samples,
                                  temperature=settings.temperature, top_p=settings.top_p,
                                  max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                                 seed=context.config.seed)
+                                 seed=context.config.seed, progress="preferences: sample")
     judge = None
     if settings.annotator == "judge":
         judge_path = settings.judge.model or policy_path

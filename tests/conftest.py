@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="alignflow-tests-"))
@@ -21,6 +24,9 @@ os.environ.pop("PREFECT_API_URL", None)
 from alignflow.environment import configure_environment  # noqa: E402
 
 configure_environment(_SESSION_HOME)
+# Imported now, so that `alignflow` commands run inside this process use Prefect's own temporary
+# server of this process and never set PREFECT_API_URL for the subprocesses the tests start.
+import prefect  # noqa: E402, F401
 
 
 def make_project(folder: Path) -> Path:
@@ -39,8 +45,90 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def run_in_this_process(args: list[str], cwd: Path, capsys: pytest.CaptureFixture) -> subprocess.CompletedProcess:
+    """`alignflow ARGS` in the test process, in `cwd`. Its Prefect server and imports are warm, which
+    saves a new process's start-up (~15 s): for runs whose point is not a fresh process."""
+    from alignflow.cli import main
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        code = main(args)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
 def run_cli(args: list[str], cwd: Path, prefect_home: Path) -> subprocess.CompletedProcess:
     """`alignflow ARGS` in a new process (its own Prefect server), as a user runs it."""
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "alignflow.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def edit_config(path: Path, change) -> None:
+    """Apply `change` to the `stages` mapping of the YAML config at `path`."""
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(config["stages"])
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+
+# Every training stage, tiny: the smoke pipeline plus demo-family rows, run once per test session.
+TRAINING_STAGES = {
+
+    "sft": {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+            "max_steps": 12, "logging_steps": 1, "eval_steps": 2, "save_steps": 6,
+            "mixing": {"cap": 15, "temperature": 2.0, "task_weights": {"add": 2.0}},
+            "curriculum": {"order_by": "base_loss", "phases": 3, "adaptive": True},
+            "plateau": {"factor": 0.5, "patience": 1}},
+    "preferences": {"tasks": ["add", "reverse"], "num_samples": 4, "max_new_tokens": 8, "eval_prompts": 8,
+                    "heldout_fraction": 0.25},
+    "reward_model": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3},
+    "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6},
+    "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
+            "sample_every": 2, "learning_rate": 1e-4},
+    "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
+    "rloo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
+}
+
+
+@dataclass(frozen=True)
+class TrainedProject:
+    folder: Path
+    config: str  # relative to folder
+    parent_run_id: str  # the first, full pipeline run
+
+
+@pytest.fixture(scope="session")
+def training_project(tmp_path_factory) -> TrainedProject:
+    """One project with every stage run (smoke + LoRA SFT, preferences, reward model, DPO, PPO,
+    GRPO, RLOO, evaluate). Tests that change it restore its config; later runs add runs, so
+    address the first one through `parent_run_id`."""
+    from mlflow.tracking import MlflowClient
+
+    folder = make_project(tmp_path_factory.mktemp("training"))
+    path = folder / "configs" / "prefs.yaml"
+    path.write_text((folder / "configs" / "smoke.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+
+    def add_stages(stages):
+        stages["build"]["demo_families"] = {"families": ["add", "reverse"], "per_family": 12}
+        for name, settings in json.loads(json.dumps(TRAINING_STAGES)).items():
+            stages[name] = {**stages.get(name, {}), **settings}
+
+    edit_config(path, add_stages)
+    result = run_cli(["run", "configs/prefs.yaml"], folder, folder / ".prefect")
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return TrainedProject(folder, "configs/prefs.yaml", parents[0].info.run_id)
+
+
+def config_variant(project: TrainedProject, name: str, stage: str | None, change) -> str:
+    """A copy of the shared project's config, `change` applied to one stage's section (or, with
+    `stage` None, to the whole config); returns its path relative to the project folder."""
+    config = yaml.safe_load((project.folder / project.config).read_text(encoding="utf-8"))
+    change(config if stage is None else config["stages"][stage])
+    path = project.folder / "configs" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return str(path.relative_to(project.folder))

@@ -10,32 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import make_project, run_cli
+from conftest import TrainedProject, edit_config, run_in_this_process
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForCausalLM
 
 from alignflow.schemas.preference import PreferencePair
-from alignflow.tracking import TAG_STAGE, TAG_UPSTREAM
+from alignflow.tracking import TAG_CACHE_KEY, TAG_STAGE, TAG_UPSTREAM
 
 pytestmark = pytest.mark.slow
-STAGES = {
-    "sft": {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-            "max_steps": 12, "logging_steps": 1, "eval_steps": 2, "save_steps": 6,
-            "mixing": {"cap": 15, "temperature": 2.0, "task_weights": {"add": 2.0}},
-            "curriculum": {"order_by": "base_loss", "phases": 3, "adaptive": True},
-            "plateau": {"factor": 0.5, "patience": 1}},
-    "preferences": {"tasks": ["add", "reverse"], "num_samples": 4, "max_new_tokens": 8, "eval_prompts": 8,
-                    "heldout_fraction": 0.25},
-    "reward_model": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3},
-    "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6},
-    "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
-            "sample_every": 2, "learning_rate": 1e-4},
-    "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
-    "rloo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
-}
-
-
 def client(folder: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
 
@@ -52,27 +34,22 @@ def statuses(output: str) -> dict[str, str]:
             if len(p) >= 2 and p[1] in ("computed", "cached")}
 
 
-def edit_config(path: Path, change) -> None:
-    config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    change(config["stages"])
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    folder = make_project(tmp_path_factory.mktemp("preferences"))
-    path = folder / "configs" / "prefs.yaml"
-    path.write_text((folder / "configs" / "smoke.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+def project(training_project):
+    return training_project.folder
 
-    def add_stages(stages):
-        stages["build"]["demo_families"] = {"families": ["add", "reverse"], "per_family": 12}
-        for name, settings in json.loads(json.dumps(STAGES)).items():
-            stages[name] = {**stages.get(name, {}), **settings}
 
-    edit_config(path, add_stages)
-    result = run_cli(["run", "configs/prefs.yaml"], folder, folder / ".prefect")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return folder
+def first_run(project: TrainedProject, stage: str):
+    """`stage`'s run in the project's first, full pipeline run (other test modules add later runs)."""
+    mlflow = client(project.folder)
+    experiment = mlflow.get_experiment_by_name("smoke")
+    return mlflow.search_runs([experiment.experiment_id], f"tags.`{TAG_STAGE}` = '{stage}' and "
+                              f"tags.`mlflow.parentRunId` = '{project.parent_run_id}'")[0]
+
+
+def first_dir(project: TrainedProject, stage: str) -> Path:
+    """`stage`'s output folder in the project's first pipeline run."""
+    return project.folder / "artifacts" / stage / first_run(project, stage).data.tags[TAG_CACHE_KEY]
 
 
 def output_dir(folder: Path, stage: str) -> Path:
@@ -84,25 +61,25 @@ def steps_of(folder: Path, run_id: str, key: str) -> list[int]:
     return [m.step for m in client(folder).get_metric_history(run_id, key)]
 
 
-def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(project):
-    folder = project
-    model_dir = next((folder / "artifacts" / "sft").glob("sft-*")) / "model"
+def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(training_project):
+    folder = training_project.folder
+    model_dir = first_dir(training_project, "sft") / "model"
     assert not (model_dir / "adapter_config.json").exists(), "LoRA is merged into a plain model folder"
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     assert not any("lora" in name for name, _ in model.named_parameters())
-    run = latest_run(folder, "sft")
+    run = first_run(training_project, "sft")
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert run.info.run_id in card and "upstream `pretrain`" in card and "upstream `validate`" in card
     assert "train_loss" in card
     versions = client(folder).search_model_versions("name='smoke-sft'")
-    assert [v.run_id for v in versions] == [run.info.run_id]
+    assert run.info.run_id in [v.run_id for v in versions]  # later modules may add versions
     artifacts = {a.path for a in client(folder).list_artifacts(run.info.run_id, "model")}
     assert {"model/model.safetensors", "model/README.md", "model/tokenizer.json"} <= artifacts
 
 
-def test_curves_are_logged_once_per_step(project):
-    folder = project
-    run = latest_run(folder, "sft")
+def test_curves_are_logged_once_per_step(training_project):
+    folder = training_project.folder
+    run = first_run(training_project, "sft")
     assert steps_of(folder, run.info.run_id, "loss") == list(range(1, 13))
     for key in ("learning_rate", "grad_norm", "tokens_per_second"):
         assert steps_of(folder, run.info.run_id, key) == list(range(1, 13)), key
@@ -110,9 +87,8 @@ def test_curves_are_logged_once_per_step(project):
     assert all(v.value > 0 for v in client(folder).get_metric_history(run.info.run_id, "tokens_per_second"))
 
 
-def test_effective_mix_and_curriculum_are_recorded(project):
-    folder = project
-    out = next((folder / "artifacts" / "sft").glob("sft-*"))
+def test_effective_mix_and_curriculum_are_recorded(training_project):
+    out = first_dir(training_project, "sft")
     mix = pd.read_csv(out / "mixing.csv").set_index("task")
     assert mix["drawn"].sum() == 12 * 4  # steps x batch size of the smoke config
     assert mix["rate"].sum() == pytest.approx(1.0)
@@ -121,16 +97,16 @@ def test_effective_mix_and_curriculum_are_recorded(project):
     assert mix.loc["add", "rate"] > mix.drop(index="add")["rate"].max(), "task weight 2 raises its rate"
     phases = pd.read_json(out / "curriculum.json")
     assert list(phases["phase"]) == [0, 1, 2] and phases["examples"].sum() == 48
-    metrics = latest_run(folder, "sft").data.metrics
+    metrics = first_run(training_project, "sft").data.metrics
     assert metrics["mix_rate/add"] == pytest.approx(mix.loc["add", "rate"])
 
 
-def test_a_changed_sft_hyperparameter_invalidates_sft_and_what_follows_only(project):
+def test_a_changed_sft_hyperparameter_invalidates_sft_and_what_follows_only(project, capsys):
     path = project / "configs" / "prefs.yaml"
     original = path.read_text(encoding="utf-8")
     edit_config(path, lambda stages: stages["sft"].update(learning_rate=1e-3))
     try:
-        result = run_cli(["stages", "configs/prefs.yaml"], project, project / ".prefect")
+        result = run_in_this_process(["stages", "configs/prefs.yaml"], project, capsys)
     finally:
         path.write_text(original, encoding="utf-8")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -140,47 +116,49 @@ def test_a_changed_sft_hyperparameter_invalidates_sft_and_what_follows_only(proj
                                            for s in ("preferences", "reward_model", "dpo", "ppo"))
 
 
-def test_pairs_are_valid_and_held_out_by_prompt(project):
-    out = output_dir(project, "preferences")
+def test_pairs_are_valid_and_held_out_by_prompt(training_project):
+    out = first_dir(training_project, "preferences")
     train, heldout = pd.read_parquet(out / "pairs_train.parquet"), pd.read_parquet(out / "pairs_heldout.parquet")
     PreferencePair.validate(train)
     PreferencePair.validate(heldout)
     prompt = lambda frame: {i.rsplit("-", 2)[0] for i in frame["id"]}  # noqa: E731
     assert train.size and heldout.size and not prompt(train) & prompt(heldout)
-    metrics = latest_run(project, "preferences").data.metrics
+    metrics = first_run(training_project, "preferences").data.metrics
     assert metrics["pairs_train"] == len(train) and metrics["samples"] == 4 * metrics["prompts"]
     samples = pd.read_parquet(out / "samples.parquet")
     assert all(len(json.loads(r)) == 4 for r in samples["responses"])
 
 
-def test_reward_model_and_dpo_log_metrics_plots_models_and_lineage(project):
+def test_reward_model_and_dpo_log_metrics_plots_models_and_lineage(training_project):
+    project = training_project.folder
     mlflow = client(project)
-    reward = latest_run(project, "reward_model")
+    reward = first_run(training_project, "reward_model")
     assert 0 <= reward.data.metrics["heldout_pair_accuracy"] <= 1
     assert {"reward_mean", "reward_std", "margin_mean"} <= set(reward.data.metrics)
     plots = {a.path for a in mlflow.list_artifacts(reward.info.run_id, "plots")}
     assert "plots/margin_histogram.png" in plots
-    dpo = latest_run(project, "dpo")
+    dpo = first_run(training_project, "dpo")
     for key in ("heldout_preference_accuracy", "oracle_win_rate_vs_sft", "oracle_score_dpo", "oracle_score_sft"):
         assert key in dpo.data.metrics, key
     assert [m.step for m in mlflow.get_metric_history(dpo.info.run_id, "rewards/margins")] == list(range(1, 7))
     assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies"} <= set(dpo.data.metrics)
-    preferences = latest_run(project, "preferences").info.run_id
-    sft = latest_run(project, "sft").info.run_id
+    preferences = first_run(training_project, "preferences").info.run_id
+    sft = first_run(training_project, "sft").info.run_id
     for run in (reward, dpo):
         upstream = run.data.tags[TAG_UPSTREAM]
         assert f"sft:{sft}" in upstream and f"preferences:{preferences}" in upstream
-        card = (output_dir(project, run.data.tags[TAG_STAGE]) / "model" / "README.md").read_text(encoding="utf-8")
+        card = (first_dir(training_project, run.data.tags[TAG_STAGE]) / "model" / "README.md").read_text(encoding="utf-8")
         assert preferences in card
     names = {m.name for m in mlflow.search_registered_models()}
     assert {"smoke-sft", "smoke-reward_model", "smoke-dpo"} <= names
-    evaluate = latest_run(project, "evaluate")
+    evaluate = first_run(training_project, "evaluate")
     assert f"dpo:{dpo.info.run_id}" in evaluate.data.tags[TAG_UPSTREAM], "the DPO policy is evaluated"
 
 
-def test_ppo_logs_each_step_samples_held_out_reward_and_lineage(project):
+def test_ppo_logs_each_step_samples_held_out_reward_and_lineage(training_project):
+    project = training_project.folder
     mlflow = client(project)
-    run = latest_run(project, "ppo")
+    run = first_run(training_project, "ppo")
     for key in ("reward_mean", "kl_mean", "kl_per_token", "entropy", "policy_loss", "value_loss",
                 "policy_clip_fraction", "approx_kl", "explained_variance", "response_length",
                 "rollout_tokens_per_second", "kl_penalty_mean"):
@@ -190,27 +168,27 @@ def test_ppo_logs_each_step_samples_held_out_reward_and_lineage(project):
     samples = {a.path for a in mlflow.list_artifacts(run.info.run_id, "samples")}
     assert samples == {"samples/step_00002.json", "samples/step_00003.json"}
     upstream = run.data.tags[TAG_UPSTREAM]
-    assert f"reward_model:{latest_run(project, 'reward_model').info.run_id}" in upstream
+    assert f"reward_model:{first_run(training_project, 'reward_model').info.run_id}" in upstream
     assert "smoke-ppo" in {m.name for m in mlflow.search_registered_models()}
-    assert f"ppo:{run.info.run_id}" in latest_run(project, "evaluate").data.tags[TAG_UPSTREAM]
+    assert f"ppo:{run.info.run_id}" in first_run(training_project, "evaluate").data.tags[TAG_UPSTREAM]
     assert not any((project / ".alignflow" / "checkpoints" / "ppo").glob("*/step-*")), "finished: deleted"
 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
-def test_grpo_and_rloo_use_the_same_reward_model_and_held_out_measure(project, method):
-    mlflow = client(project)
-    run = latest_run(project, method)
+def test_grpo_and_rloo_use_the_same_reward_model_and_held_out_measure(training_project, method):
+    mlflow = client(training_project.folder)
+    run = first_run(training_project, method)
     assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "reward")] == [1, 2]
     for key in (f"heldout_reward_{method}", "heldout_reward_sft", "heldout_kl_to_sft"):
         assert key in run.data.metrics, key
-    assert f"reward_model:{latest_run(project, 'reward_model').info.run_id}" in run.data.tags[TAG_UPSTREAM]
-    assert f"{method}:{run.info.run_id}" in latest_run(project, "evaluate").data.tags[TAG_UPSTREAM]
+    assert f"reward_model:{first_run(training_project, 'reward_model').info.run_id}" in run.data.tags[TAG_UPSTREAM]
+    assert f"{method}:{run.info.run_id}" in first_run(training_project, "evaluate").data.tags[TAG_UPSTREAM]
     assert f"smoke-{method}" in {m.name for m in mlflow.search_registered_models()}
 
 
-def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(project):
+def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(project, capsys):
     edit_config(project / "configs" / "prefs.yaml", lambda stages: stages["dpo"].update(beta=0.3))
-    result = run_cli(["run", "configs/prefs.yaml"], project, project / ".prefect")
+    result = run_in_this_process(["run", "configs/prefs.yaml"], project, capsys)
     assert result.returncode == 0, result.stdout + result.stderr
     found = statuses(result.stdout)
     assert {k: found[k] for k in ("sft", "preferences", "reward_model", "ppo", "grpo", "rloo")} == dict.fromkeys(
@@ -224,7 +202,7 @@ def write_jsonl(path: Path, rows: list) -> str:
     return str(path)
 
 
-def test_rankings_file_and_imports_through_the_stage_reject_bad_rows_with_reasons(project):
+def test_rankings_file_and_imports_through_the_stage_reject_bad_rows_with_reasons(project, capsys):
     ids = list(pd.read_parquet(next((project / "artifacts" / "validate").glob("validate-*")) / "train.parquet")["id"])
     rankings = write_jsonl(project / "data" / "rankings.jsonl", [
         {"prompt_id": ids[0], "responses": ["7", "8", "九"], "ranks": [1, 2, 3]},          # good: 3 pairs
@@ -247,7 +225,7 @@ def test_rankings_file_and_imports_through_the_stage_reject_bad_rows_with_reason
                                                                             "path": ultrafeedback}])
 
     edit_config(project / "configs" / "prefs.yaml", use_rankings)
-    result = run_cli(["run", "configs/prefs.yaml", "--only", "preferences"], project, project / ".prefect")
+    result = run_in_this_process(["run", "configs/prefs.yaml", "--only", "preferences"], project, capsys)
     assert result.returncode == 0, result.stdout + result.stderr
     out = output_dir(project, "preferences")
     rejected = pd.read_parquet(out / "rejected.parquet")

@@ -18,6 +18,7 @@ from alignflow.evaluation.prompts import continuation_text, fit_demonstrations
 from alignflow.evaluation.scoring import Request, encode_pairs, generate_greedy, score_requests, tok_encode
 from alignflow.evaluation.selection import Ordering, Selection, select_shots
 from alignflow.evaluation.spec import EvalDoc, TaskSpec, load_items, load_task
+from alignflow.progress import StepProgress
 
 
 @dataclass(frozen=True)
@@ -129,33 +130,42 @@ def _evaluate_model(model, tokenizer, tasks: Sequence[LoadedTask], settings: Swe
     embed = None
     if settings.selection == "similar" or settings.ordering == "similarity":
         result.embedder, embed = make_embedder(settings.embedder)
+    passes = [(task, k) for task in tasks for k in (task.spec.shots if task.spec.shots is not None
+                                                     else settings.shots)]
+    with StepProgress("evaluate", total=sum(len(task.docs) for task, _ in passes), unit="doc") as bar:
+        for task, k in passes:
+            _evaluate_pass(model, tokenizer, task, k, settings, embed, window, result)
+            bar.advance(len(task.docs))
+            if on_progress:
+                row = result.rows[-1]
+                on_progress(f"{task.spec.name} k={k}: {row['metric']} {row['accuracy']:.3f} (n={row['n']})")
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _evaluate_pass(model, tokenizer, task: LoadedTask, k: int, settings: SweepSettings, embed, window,
+                   result: SweepResult) -> None:
+    """One task at one k: demonstrations chosen and fitted, documents scored, a summary row added."""
+    spec = task.spec
 
     def count(text: str) -> int:
         return len(tok_encode(tokenizer, text, settings.add_bos))
 
-    for task in tasks:
-        spec = task.spec
-        for k in spec.shots if spec.shots is not None else settings.shots:
-            shots_per_doc = select_shots(task.pool, task.docs, k, method=settings.selection,
-                                         ordering=settings.ordering, seed=settings.seed, draw=settings.draw,
-                                         same_group=spec.fewshot.same_group, embed=embed)
-            prompts = []
-            for doc, shots in zip(task.docs, shots_per_doc, strict=True):
-                longest = max((continuation_text(spec, c) for c in doc.choices or ()), key=len, default="")
-                reserve = "" if doc.choices else "x" * spec.max_new_tokens  # rough room for generated text
-                prompts.append(fit_demonstrations(spec, shots, doc, count_tokens=count, max_tokens=window,
-                                                  longest_continuation=longest + reserve))
-            if spec.output_type == "multiple_choice":
-                records = _score_choices(model, tokenizer, task, k, prompts, settings)
-            else:
-                records = _score_generations(model, tokenizer, task, k, prompts, settings)
-            result.records += records
-            result.rows.append(_summary_row(task, k, records, settings.confidence))
-            if on_progress:
-                row = result.rows[-1]
-                on_progress(f"{spec.name} k={k}: {row['metric']} {row['accuracy']:.3f} (n={row['n']})")
-    result.seconds = time.perf_counter() - started
-    return result
+    shots_per_doc = select_shots(task.pool, task.docs, k, method=settings.selection, ordering=settings.ordering,
+                                 seed=settings.seed, draw=settings.draw, same_group=spec.fewshot.same_group,
+                                 embed=embed)
+    prompts = []
+    for doc, shots in zip(task.docs, shots_per_doc, strict=True):
+        longest = max((continuation_text(spec, c) for c in doc.choices or ()), key=len, default="")
+        reserve = "" if doc.choices else "x" * spec.max_new_tokens  # rough room for generated text
+        prompts.append(fit_demonstrations(spec, shots, doc, count_tokens=count, max_tokens=window,
+                                          longest_continuation=longest + reserve))
+    if spec.output_type == "multiple_choice":
+        records = _score_choices(model, tokenizer, task, k, prompts, settings)
+    else:
+        records = _score_generations(model, tokenizer, task, k, prompts, settings)
+    result.records += records
+    result.rows.append(_summary_row(task, k, records, settings.confidence))
 
 
 def _base_record(task: LoadedTask, k: int, doc: EvalDoc, prompt) -> dict:

@@ -47,9 +47,10 @@ def compare_policies(policy, reference_policy, tokenizer, prompts: pd.DataFrame,
 
     texts = list(prompts["prompt"])
     answers = [r[0].text for r in generate_responses(policy, tokenizer, texts, max_new_tokens=max_new_tokens,
-                                                     batch_size=batch_size)]
+                                                     batch_size=batch_size, progress="win rate: policy")]
     baseline = [r[0].text for r in generate_responses(reference_policy, tokenizer, texts,
-                                                      max_new_tokens=max_new_tokens, batch_size=batch_size)]
+                                                      max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                                      progress="win rate: baseline")]
     result = head_to_head(answers, baseline, list(prompts["reference"]))
     table = prompts.assign(answer=answers, baseline_answer=baseline)
     return result, table
