@@ -132,3 +132,21 @@ def config_variant(project: TrainedProject, name: str, stage: str | None, change
     path = project.folder / "configs" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return str(path.relative_to(project.folder))
+
+
+def project_store(folder: Path):
+    """The MLflow client of a project folder's default store."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
+
+
+def metric_steps(folder: Path, run_id: str, key: str) -> list[int]:
+    """The steps at which `key` was logged in a run, in order."""
+    return [m.step for m in project_store(folder).get_metric_history(run_id, key)]
+
+
+def stage_statuses(output: str) -> dict[str, str]:
+    """stage -> computed/cached, from the summary table `alignflow run` prints."""
+    return {p[0]: p[1] for p in (line.split() for line in output.splitlines())
+            if len(p) >= 2 and p[1] in ("computed", "cached")}

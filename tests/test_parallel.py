@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import config_variant, run_cli
+from conftest import config_variant, run_cli, stage_statuses
 from mlflow.tracking import MlflowClient
 
 from alignflow.tracking import TAG_STAGE
@@ -15,9 +15,6 @@ from alignflow.tracking import TAG_STAGE
 pytestmark = pytest.mark.slow
 
 
-def statuses(output: str) -> dict[str, str]:
-    return {p[0]: p[1] for p in (line.split() for line in output.splitlines())
-            if len(p) >= 2 and p[1] in ("computed", "cached")}
 
 
 def test_reward_model_and_dpo_run_concurrently_with_the_same_outputs(training_project):
@@ -39,7 +36,7 @@ def test_reward_model_and_dpo_run_concurrently_with_the_same_outputs(training_pr
     shutil.copytree(folder / ".alignflow" / "cache", folder / ".alignflow" / "cache-parallel")
     result = run_cli(["run", config, "--refresh", "reward_model", "--refresh", "dpo"], folder, folder / ".prefect")
     assert result.returncode == 0, result.stdout + result.stderr
-    status = statuses(result.stdout)
+    status = stage_statuses(result.stdout)
     assert status["reward_model"] == status["dpo"] == "computed"
     assert status["sft"] == "cached"
 

@@ -15,32 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import config_variant, run_in_this_process
-from mlflow.tracking import MlflowClient
+from conftest import config_variant, metric_steps, project_store, run_in_this_process, stage_statuses
 
 from alignflow.tracking import TAG_STAGE
 
 pytestmark = pytest.mark.slow
 
 
-def client(folder: Path) -> MlflowClient:
-    return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
 
 
 def stage_runs(folder: Path, stage: str):
-    mlflow = client(folder)
+    mlflow = project_store(folder)
     experiment = mlflow.get_experiment_by_name("smoke")
     return mlflow.search_runs([experiment.experiment_id], f"tags.`{TAG_STAGE}` = '{stage}'",
                               order_by=["attributes.start_time ASC"])
 
 
-def steps_of(folder: Path, run_id: str, key: str) -> list[int]:
-    return [m.step for m in client(folder).get_metric_history(run_id, key)]
 
 
-def statuses(output: str) -> dict[str, str]:
-    return {p[0]: p[1] for p in (line.split() for line in output.splitlines())
-            if len(p) >= 2 and p[1] in ("computed", "cached")}
 
 
 def run_until_killed(folder: Path, args: list[str], ready: Callable[[], bool], log: Path) -> None:
@@ -75,17 +67,17 @@ def test_a_killed_sft_run_resumes_from_its_last_checkpoint(training_project, tmp
 
     run_until_killed(folder, ["run", config, "--only", "sft"], saved_step_10_or_15, tmp_path / "killed.log")
     killed = stage_runs(folder, "sft")[-1]
-    assert 10 <= max(steps_of(folder, killed.info.run_id, "loss")) < 20
+    assert 10 <= max(metric_steps(folder, killed.info.run_id, "loss")) < 20
 
     result = run_in_this_process(["run", config, "--only", "sft"], folder, capsys)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert statuses(result.stdout) == {"sft": "computed"}, "upstream stages come from cache"
+    assert stage_statuses(result.stdout) == {"sft": "computed"}, "upstream stages come from cache"
     resumed = stage_runs(folder, "sft")[-1]
     start = resumed.data.metrics["resumed_from_step"]
     assert start >= 10 and start % 5 == 0, "resumed from a saved checkpoint, not step 0"
     assert resumed.data.metrics["global_step"] == 20
-    assert steps_of(folder, resumed.info.run_id, "loss") == list(range(1, 21)), "one value per step"
-    assert client(folder).get_run(killed.info.run_id).info.status == "KILLED"
+    assert metric_steps(folder, resumed.info.run_id, "loss") == list(range(1, 21)), "one value per step"
+    assert project_store(folder).get_run(killed.info.run_id).info.status == "KILLED"
     assert not any(checkpoints.glob("*/checkpoint-*")), "a finished run deletes its checkpoints"
 
 
@@ -100,15 +92,15 @@ def test_a_killed_ppo_run_resumes_from_its_last_checkpoint(training_project, tmp
 
     run_until_killed(folder, ["run", config, "--only", "ppo"], saved_step_6, tmp_path / "killed.log")
     killed = stage_runs(folder, "ppo")[-1]
-    assert 6 <= max(steps_of(folder, killed.info.run_id, "reward_mean")) < 12
+    assert 6 <= max(metric_steps(folder, killed.info.run_id, "reward_mean")) < 12
 
     result = run_in_this_process(["run", config, "--only", "ppo"], folder, capsys)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert statuses(result.stdout) == {"ppo": "computed"}
+    assert stage_statuses(result.stdout) == {"ppo": "computed"}
     resumed = stage_runs(folder, "ppo")[-1]
     start = resumed.data.metrics["resumed_from_step"]
     assert start >= 6 and start % 3 == 0, "resumed from a saved checkpoint, not step 0"
     for key in ("reward_mean", "kl_mean", "policy_loss"):
-        assert steps_of(folder, resumed.info.run_id, key) == list(range(1, 13)), key
-    assert client(folder).get_run(killed.info.run_id).info.status == "KILLED"
+        assert metric_steps(folder, resumed.info.run_id, key) == list(range(1, 13)), key
+    assert project_store(folder).get_run(killed.info.run_id).info.status == "KILLED"
     assert not any(checkpoints.glob("*/step-*")), "a finished run deletes its checkpoints"

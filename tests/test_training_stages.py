@@ -10,28 +10,29 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TrainedProject, edit_config, run_in_this_process
-from mlflow.tracking import MlflowClient
+from conftest import (
+    TrainedProject,
+    edit_config,
+    metric_steps,
+    project_store,
+    run_in_this_process,
+    stage_statuses,
+)
 from transformers import AutoModelForCausalLM
 
 from alignflow.schemas.preference import PreferencePair
 from alignflow.tracking import TAG_CACHE_KEY, TAG_STAGE, TAG_UPSTREAM
 
 pytestmark = pytest.mark.slow
-def client(folder: Path) -> MlflowClient:
-    return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
 
 
 def latest_run(folder: Path, stage: str):
-    mlflow = client(folder)
+    mlflow = project_store(folder)
     experiment = mlflow.get_experiment_by_name("smoke")
     return mlflow.search_runs([experiment.experiment_id], f"tags.`{TAG_STAGE}` = '{stage}'",
                               order_by=["attributes.start_time DESC"], max_results=1)[0]
 
 
-def statuses(output: str) -> dict[str, str]:
-    return {p[0]: p[1] for p in (line.split() for line in output.splitlines())
-            if len(p) >= 2 and p[1] in ("computed", "cached")}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def project(training_project):
 
 def first_run(project: TrainedProject, stage: str):
     """`stage`'s run in the project's first, full pipeline run (other test modules add later runs)."""
-    mlflow = client(project.folder)
+    mlflow = project_store(project.folder)
     experiment = mlflow.get_experiment_by_name("smoke")
     return mlflow.search_runs([experiment.experiment_id], f"tags.`{TAG_STAGE}` = '{stage}' and "
                               f"tags.`mlflow.parentRunId` = '{project.parent_run_id}'")[0]
@@ -57,8 +58,6 @@ def output_dir(folder: Path, stage: str) -> Path:
     return max((folder / "artifacts" / stage).glob(f"{stage}-*"), key=lambda p: p.stat().st_mtime)
 
 
-def steps_of(folder: Path, run_id: str, key: str) -> list[int]:
-    return [m.step for m in client(folder).get_metric_history(run_id, key)]
 
 
 def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(training_project):
@@ -71,20 +70,20 @@ def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(training_
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert run.info.run_id in card and "upstream `pretrain`" in card and "upstream `validate`" in card
     assert "train_loss" in card
-    versions = client(folder).search_model_versions("name='smoke-sft'")
+    versions = project_store(folder).search_model_versions("name='smoke-sft'")
     assert run.info.run_id in [v.run_id for v in versions]  # later modules may add versions
-    artifacts = {a.path for a in client(folder).list_artifacts(run.info.run_id, "model")}
+    artifacts = {a.path for a in project_store(folder).list_artifacts(run.info.run_id, "model")}
     assert {"model/model.safetensors", "model/README.md", "model/tokenizer.json"} <= artifacts
 
 
 def test_curves_are_logged_once_per_step(training_project):
     folder = training_project.folder
     run = first_run(training_project, "sft")
-    assert steps_of(folder, run.info.run_id, "loss") == list(range(1, 13))
+    assert metric_steps(folder, run.info.run_id, "loss") == list(range(1, 13))
     for key in ("learning_rate", "grad_norm", "tokens_per_second"):
-        assert steps_of(folder, run.info.run_id, key) == list(range(1, 13)), key
-    assert steps_of(folder, run.info.run_id, "eval_loss") == [2, 4, 6, 8, 10, 12]
-    assert all(v.value > 0 for v in client(folder).get_metric_history(run.info.run_id, "tokens_per_second"))
+        assert metric_steps(folder, run.info.run_id, key) == list(range(1, 13)), key
+    assert metric_steps(folder, run.info.run_id, "eval_loss") == [2, 4, 6, 8, 10, 12]
+    assert all(v.value > 0 for v in project_store(folder).get_metric_history(run.info.run_id, "tokens_per_second"))
 
 
 def test_effective_mix_and_curriculum_are_recorded(training_project):
@@ -131,7 +130,7 @@ def test_pairs_are_valid_and_held_out_by_prompt(training_project):
 
 def test_reward_model_and_dpo_log_metrics_plots_models_and_lineage(training_project):
     project = training_project.folder
-    mlflow = client(project)
+    mlflow = project_store(project)
     reward = first_run(training_project, "reward_model")
     assert 0 <= reward.data.metrics["heldout_pair_accuracy"] <= 1
     assert {"reward_mean", "reward_std", "margin_mean"} <= set(reward.data.metrics)
@@ -157,7 +156,7 @@ def test_reward_model_and_dpo_log_metrics_plots_models_and_lineage(training_proj
 
 def test_ppo_logs_each_step_samples_held_out_reward_and_lineage(training_project):
     project = training_project.folder
-    mlflow = client(project)
+    mlflow = project_store(project)
     run = first_run(training_project, "ppo")
     for key in ("reward_mean", "kl_mean", "kl_per_token", "entropy", "policy_loss", "value_loss",
                 "policy_clip_fraction", "approx_kl", "explained_variance", "response_length",
@@ -176,7 +175,7 @@ def test_ppo_logs_each_step_samples_held_out_reward_and_lineage(training_project
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
 def test_grpo_and_rloo_use_the_same_reward_model_and_held_out_measure(training_project, method):
-    mlflow = client(training_project.folder)
+    mlflow = project_store(training_project.folder)
     run = first_run(training_project, method)
     assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "reward")] == [1, 2]
     for key in (f"heldout_reward_{method}", "heldout_reward_sft", "heldout_kl_to_sft"):
@@ -190,7 +189,7 @@ def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(project, capsy
     edit_config(project / "configs" / "prefs.yaml", lambda stages: stages["dpo"].update(beta=0.3))
     result = run_in_this_process(["run", "configs/prefs.yaml"], project, capsys)
     assert result.returncode == 0, result.stdout + result.stderr
-    found = statuses(result.stdout)
+    found = stage_statuses(result.stdout)
     assert {k: found[k] for k in ("sft", "preferences", "reward_model", "ppo", "grpo", "rloo")} == dict.fromkeys(
         ("sft", "preferences", "reward_model", "ppo", "grpo", "rloo"), "cached")
     assert found["dpo"] == "computed" and found["evaluate"] == "computed"
