@@ -181,9 +181,14 @@ def cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_uri(given: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the project's SQLite store (as `run` uses;
+    alignflow.tracking has the same default but importing it costs mlflow's import)."""
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-        f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+    uri = store_uri(args.tracking_uri)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                "--port", str(args.port), "--workers", "1"]
     if uri.startswith("sqlite:"):
@@ -202,8 +207,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
     from alignflow.lineage import LineageError, build_lineage, format_lineage
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-        f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+    uri = store_uri(args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         print(f"error: run {args.run_id}: no MLflow store at {uri}", file=sys.stderr)
         return 2

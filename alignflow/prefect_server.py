@@ -28,8 +28,8 @@ class TemporaryServer:
     """A Prefect API server process on 127.0.0.1 that lives as long as one alignflow command."""
 
     def __init__(self) -> None:
-        self.api_url = f"http://127.0.0.1:{_free_port()}/api"
-        port = self.api_url.split(":")[-1].split("/")[0]
+        port = str(_free_port())
+        self.api_url = f"http://127.0.0.1:{port}/api"
         # What Prefect's own SubprocessASGIServer passes: no UI, ephemeral-mode services.
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}

@@ -241,7 +241,8 @@ def _run_concurrently(plan: list[PlannedStage], context: _RunContext, workers: i
     running: dict[Any, tuple[PlannedStage, dict, float]] = {}
     with ProcessPoolTaskRunner(max_workers=workers) as pool:
         while waiting or running:
-            for planned in [p for p in waiting if context.ready(p.stage)]:
+            ready = [p for p in waiting if context.ready(p.stage)]
+            for planned in ready:
                 waiting.remove(planned)
                 launch = _prepare(planned, context)
                 if launch.report is not None:
@@ -251,10 +252,12 @@ def _run_concurrently(plan: list[PlannedStage], context: _RunContext, workers: i
                 future = pool.submit(launch.task, parameters={"request": launch.request})
                 running[future] = (planned, launch.request, time.perf_counter())
             if not running:
-                continue  # a cached stage made more stages ready
-            future = next(as_completed(list(running)))
+                if not ready:  # nothing to wait for: the plan is not closed under its inputs
+                    raise PipelineError(f"stages {', '.join(p.stage.name for p in waiting)} wait for inputs "
+                                        "that no planned stage produces")
+                continue  # cached stages made more stages ready
+            future = next(as_completed(list(running)))  # a finished one
             planned, request, started = running.pop(future)
-            future.wait()
             report = _finish(planned.stage, future.state, time.perf_counter() - started, request, context)
             reports[planned.stage.name] = report
             context.results[planned.stage.name] = report.result

@@ -7,8 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import config_variant, run_cli, stage_statuses
-from mlflow.tracking import MlflowClient
+from conftest import config_variant, project_store, run_cli, stage_statuses
 
 from alignflow.tracking import TAG_STAGE
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def test_reward_model_and_dpo_run_concurrently_with_the_same_outputs(training_project):
     folder = training_project.folder
-    client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
+    client = project_store(folder)
     first = {r.data.tags[TAG_STAGE]: r for r in client.search_runs(
         [client.get_experiment_by_name("smoke").experiment_id],
         f"tags.`mlflow.parentRunId` = '{training_project.parent_run_id}'")}

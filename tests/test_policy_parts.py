@@ -48,6 +48,12 @@ def test_greedy_answers_do_not_depend_on_the_batch(policy, tokenizer):
     assert [r[0].text for r in together] == [r[0].text for r in alone]
 
 
+def test_generation_shows_a_progress_bar_counting_prompts(policy, tokenizer, capsys):
+    generate_responses(policy, tokenizer, PROMPTS, max_new_tokens=2, batch_size=2, progress="sampling")
+    bar = capsys.readouterr().err
+    assert "sampling" in bar and "3/3" in bar and "prompt/s" in bar
+
+
 def test_sampling_gives_k_responses_per_prompt_reproducibly(policy, tokenizer):
     first = generate_responses(policy, tokenizer, PROMPTS, num_samples=4, temperature=1.0, max_new_tokens=6, seed=3)
     again = generate_responses(policy, tokenizer, PROMPTS, num_samples=4, temperature=1.0, max_new_tokens=6, seed=3)

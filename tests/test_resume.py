@@ -72,6 +72,7 @@ def test_a_killed_sft_run_resumes_from_its_last_checkpoint(training_project, tmp
     result = run_in_this_process(["run", config, "--only", "sft"], folder, capsys)
     assert result.returncode == 0, result.stdout + result.stderr
     assert stage_statuses(result.stdout) == {"sft": "computed"}, "upstream stages come from cache"
+    assert "1 stages: 1 computed, 0 from cache" in result.stdout  # the summary's totals line
     resumed = stage_runs(folder, "sft")[-1]
     start = resumed.data.metrics["resumed_from_step"]
     assert start >= 10 and start % 5 == 0, "resumed from a saved checkpoint, not step 0"
