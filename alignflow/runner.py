@@ -258,6 +258,7 @@ def _run_concurrently(plan: list[PlannedStage], context: _RunContext, workers: i
                 continue  # cached stages made more stages ready
             future = next(as_completed(list(running)))  # a finished one
             planned, request, started = running.pop(future)
+            future.wait()  # not redundant: it loads the final Prefect state (else still PENDING)
             report = _finish(planned.stage, future.state, time.perf_counter() - started, request, context)
             reports[planned.stage.name] = report
             context.results[planned.stage.name] = report.result
