@@ -9,11 +9,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from alignflow.errors import ConfigError
 from alignflow.schemas.config import PipelineConfig
 
-
-class ConfigError(ValueError):
-    """A config file could not be read or did not validate; the message lists every problem."""
+__all__ = ["ConfigError", "load_config", "parse_config", "section_digest", "flatten_params"]
 
 
 def _key_path(loc: tuple) -> str:

@@ -15,10 +15,15 @@ from prefect import task
 from alignflow.caching import sha256_file
 from alignflow.data.instructions import TemplateSet, demo_family_rows, seed_rows, templated_rows
 from alignflow.data.loaders import read_records
-from alignflow.data.tables import check_rejected_fraction, rejects, validate_instructions, write_table
+from alignflow.data.tables import (
+    check_rejected_fraction,
+    instruction_frame,
+    rejects,
+    validate_instructions,
+    write_table,
+)
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import BuildConfig, PipelineConfig
-from alignflow.schemas.instruction import INSTRUCTION_COLUMNS
 from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.tracking import log_table_input
 
@@ -66,7 +71,7 @@ def collect_rows(settings: BuildConfig, seed: int) -> tuple[pd.DataFrame, pd.Dat
         n_read += len(generated)
         rows.extend(generated)
         origins.extend(("demo_families", n) for n in range(1, len(generated) + 1))
-    frame = pd.DataFrame(rows, columns=INSTRUCTION_COLUMNS)
+    frame = instruction_frame(rows)
     valid, invalid = validate_instructions(
         frame, stage="build", source="build",
         row_numbers=pd.Series([n for _, n in origins], dtype="int64"),

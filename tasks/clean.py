@@ -21,15 +21,17 @@ from alignflow.data.cleaning import RULES, CleanResult, Filters, clean_table, lo
 from alignflow.data.tables import (
     check_rejected_fraction,
     empty_rejects,
+    instruction_frame,
     read_table,
     record_json,
     rejects,
     validate_instructions,
+    validated,
     write_table,
 )
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import CleanConfig, PipelineConfig
-from alignflow.schemas.instruction import INSTRUCTION_COLUMNS, RejectedRow
+from alignflow.schemas.instruction import RejectedRow
 from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.tracking import log_table_input
 
@@ -80,7 +82,7 @@ class Rows:
 
 def read_inputs(upstream: dict[str, dict]) -> Rows:
     """Read and validate each upstream table; ids must be unique across them too."""
-    rows = Rows(pd.DataFrame(columns=INSTRUCTION_COLUMNS), [], {}, [], {})
+    rows = Rows(instruction_frame([]), [], {}, [], {})
     frames = []
     for stage, output in INPUTS:
         if stage not in upstream:
@@ -158,7 +160,7 @@ def run_clean(context: StageContext) -> StageOutput:
     out_path, rejected_path = context.out_dir / "instructions.parquet", context.out_dir / "rejected.parquet"
     kept, invalid = validate_output(result.kept, rows, out_path)
     rejected = in_input_order(pd.concat([*rows.rejected, cleaning_rejects(rows, result), invalid]), rows)
-    RejectedRow.validate(rejected)
+    validated(RejectedRow, rejected, "clean: rejected rows")
     if n_read != len(kept) + len(rejected):
         raise RuntimeError(f"clean lost rows: read {n_read}, kept {len(kept)}, rejected {len(rejected)}")
 

@@ -18,6 +18,7 @@ import mlflow
 import pandas as pd
 from prefect import task
 
+from alignflow.errors import DataError
 from alignflow.evaluation.spec import load_task, task_files_digest_inputs
 from alignflow.plots import accuracy_vs_k, heatmap
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
@@ -34,7 +35,7 @@ def task_paths(patterns: list[str]) -> list[Path]:
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
         if not matches:
-            raise ValueError(f"evaluate.tasks: {pattern!r} matches no file")
+            raise DataError(f"evaluate.tasks: {pattern!r} matches no file")
         paths += [Path(m) for m in matches if Path(m) not in paths]
     return paths
 

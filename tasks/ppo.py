@@ -18,6 +18,7 @@ import pandas as pd
 from prefect import task
 
 from alignflow.data.tables import read_table
+from alignflow.errors import DataError
 from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
@@ -68,7 +69,7 @@ def run_ppo(context: StageContext) -> StageOutput:
     reward_model.eval().requires_grad_(False)
     prompts = sorted(set(read_table(preference_outputs["pairs_train"])["prompt"]))
     if not prompts:
-        raise ValueError(f"ppo: no training prompt in {preference_outputs['pairs_train']}")
+        raise DataError(f"ppo: no training prompt in {preference_outputs['pairs_train']}")
 
     def reward(query_ids, query_mask, response_ids, response_mask, texts):
         return sequence_scores(reward_model, query_ids, query_mask, response_ids, response_mask)

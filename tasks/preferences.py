@@ -22,6 +22,7 @@ from prefect import task
 
 from alignflow.data import preferences as prefs
 from alignflow.data.tables import check_rejected_fraction, read_table, rejects, write_table
+from alignflow.errors import DataError
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, PreferencesConfig
 from alignflow.stage import Stage, StageContext, StageOutput
@@ -46,7 +47,7 @@ def select_rows(frame: pd.DataFrame, tasks: list[str] | None, limit: int, seed: 
     if tasks is not None:
         unknown = sorted(set(tasks) - set(frame["task"]))
         if unknown:
-            raise ValueError(f"preferences.tasks: no validated rows of tasks {unknown}; present: "
+            raise DataError(f"preferences.tasks: no validated rows of tasks {unknown}; present: "
                              f"{sorted(frame['task'].unique())}")
         frame = frame[frame["task"].isin(tasks)]
     order = list(range(len(frame)))
@@ -156,7 +157,7 @@ def run_preferences(context: StageContext) -> StageOutput:
     check_rejected_fraction(file_rows, rejected, settings.max_rejected_fraction, "preferences")
     table = prefs.pairs_table(pairs)
     if table.empty:
-        raise ValueError("preferences: no preference pair was made (every ranking tied or was rejected); see "
+        raise DataError("preferences: no preference pair was made (every ranking tied or was rejected); see "
                          f"{out / 'rejected.parquet'}")
     heldout = table["id"].map(lambda i: is_heldout_prompt(prompt_id_of(i), settings.heldout_fraction, seed))
     write_table(table[~heldout], out / "pairs_train.parquet")

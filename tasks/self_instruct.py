@@ -35,11 +35,17 @@ from alignflow.data.self_instruct import (
     sample_in_context,
     screen_instruction,
 )
-from alignflow.data.tables import read_table, record_json, rejects, validate_instructions, write_table
+from alignflow.data.tables import (
+    instruction_frame,
+    read_table,
+    record_json,
+    rejects,
+    validate_instructions,
+    write_table,
+)
 from alignflow.progress import StepProgress
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, SelfInstructConfig
-from alignflow.schemas.instruction import INSTRUCTION_COLUMNS
 from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.tasks.pretrain import folder_fingerprint
 from alignflow.tracking import log_table_input
@@ -158,7 +164,7 @@ def instruction_rows(candidates: list[Candidate]) -> pd.DataFrame:
          "output": c.output, "messages": basic_messages(c.instruction, c.input, c.output), "source": STAGE_NAME}
         for c in candidates if c.verdict is None
     ]
-    return pd.DataFrame(rows, columns=INSTRUCTION_COLUMNS).astype("str")
+    return instruction_frame(rows)
 
 
 def validated_rows(candidates: list[Candidate]) -> pd.DataFrame:

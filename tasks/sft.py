@@ -21,6 +21,7 @@ import pandas as pd
 from prefect import task
 
 from alignflow.data.tables import read_table
+from alignflow.errors import DataError
 from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
@@ -167,7 +168,7 @@ def run_sft(context: StageContext) -> StageOutput:
     validation, _, dropped_val = tokenize_table(read_table(data["validation"]), tokenizer, template,
                                                 settings.max_length)
     if not examples:
-        raise ValueError(f"sft: no training example left from {data['train']} (all {dropped_train} rows lost their "
+        raise DataError(f"sft: no training example left from {data['train']} (all {dropped_train} rows lost their "
                          f"response to truncation at max_length={settings.max_length})")
     overrides = {"attention_dropout": settings.dropout} if settings.dropout is not None else {}
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **overrides)

@@ -22,6 +22,7 @@ from alignflow.data.tables import (
     validate_instructions,
     write_table,
 )
+from alignflow.errors import DataError
 from alignflow.plots import count_panels
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, ValidateConfig
@@ -92,7 +93,7 @@ def run_validate(context: StageContext) -> StageOutput:
     write_table(rejected, out / "rejected.parquet")
     check_rejected_fraction(len(valid) + len(rejected), rejected, settings.max_rejected_fraction, "validate")
     if len(valid) < settings.min_rows:
-        raise ValueError(f"validate: only {len(valid)} valid rows, fewer than min_rows={settings.min_rows}")
+        raise DataError(f"validate: only {len(valid)} valid rows, fewer than min_rows={settings.min_rows}")
 
     train, validation = split_by_task(valid, settings.validation_fraction, context.config.seed)
     write_table(valid, out / "instructions.parquet")

@@ -13,6 +13,7 @@ from alignflow.config import parse_config
 from alignflow.data.instructions import TemplateSet, basic_messages, templated_rows
 from alignflow.data.loaders import read_csv, read_jsonl, read_records
 from alignflow.data.tables import check_rejected_fraction, rejects
+from alignflow.schemas.instruction import INSTRUCTION_COLUMNS
 from alignflow.tasks.build import collect_rows
 from alignflow.tasks.validate import data_card, split_by_task
 
@@ -230,3 +231,63 @@ def test_demo_family_rows_use_train_inputs_paraphrases_and_variants(tmp_path):
                                                  strict=True))
     with pytest.raises(ValueError, match="unknown task families"):
         build(tmp_path, [], demo_families={"families": ["no_such_family"]})
+
+
+# --- seeds-only builds (issue: a valid seed file failed `build` with a dtype traceback) ----------
+
+def seed_row(i: int, **extra) -> dict:
+    return {"id": f"r{i}", "task": "sentiment", "format": "basic", "instruction": "判断情感",
+            "input": f"这部电影很棒{i}！", "output": "积极", **extra}
+
+
+def test_seeds_only_build_with_a_user_source_keeps_every_row_and_its_label(tmp_path):
+    path = jsonl(tmp_path / "mine.jsonl", *(seed_row(i, source="my-set") for i in range(10)))
+    valid, rejected = build(tmp_path, [path])
+    assert len(valid) == 10 and len(rejected) == 0
+    assert set(valid["source"]) == {"seed:my-set"}
+
+
+def test_seeds_only_build_without_a_source_names_the_file(tmp_path):
+    path = jsonl(tmp_path / "plain.jsonl", *(seed_row(i) for i in range(3)))
+    valid, rejected = build(tmp_path, [path])
+    assert len(valid) == 3 and len(rejected) == 0
+    assert set(valid["source"]) == {f"seed:{path}"}
+
+
+def test_seeds_only_build_with_bom_and_crlf_line_ends(tmp_path):
+    lines = [json.dumps(seed_row(i, source="my-set"), ensure_ascii=False).encode() for i in range(4)]
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
+    valid, rejected = build(tmp_path, [path])
+    assert list(valid["id"]) == ["r0", "r1", "r2", "r3"] and len(rejected) == 0
+
+
+def test_seeds_only_build_with_one_bad_row_keeps_the_others(tmp_path):
+    rows = [seed_row(i, source="my-set") for i in range(5)]
+    rows[2] = {**rows[2], "source": 7}
+    path = jsonl(tmp_path / "mine.jsonl", *rows)
+    valid, rejected = build(tmp_path, [path], max_rejected_fraction=0.5)
+    assert list(valid["id"]) == ["r0", "r1", "r3", "r4"]
+    row = only_reject(rejected)
+    assert (row.source, row.row, row.field, row.rule) == (str(path), 3, "source", "wrong_type")
+
+
+def test_a_build_whose_every_row_is_rejected_still_writes_its_rejects(tmp_path):
+    """No valid row at all: an empty table of the right shape, not a dtype failure of the whole table."""
+    path = jsonl(tmp_path / "bad.jsonl", *({**seed_row(i), "colour": "red"} for i in range(3)))
+    valid, rejected = build(tmp_path, [path])
+    assert valid.empty and list(valid.columns) == INSTRUCTION_COLUMNS
+    assert list(rejected["rule"]) == ["unexpected_field"] * 3
+
+
+def test_a_stage_schema_failure_is_one_line_naming_table_row_and_column():
+    from alignflow.data.tables import validated
+    from alignflow.errors import DataError
+    from alignflow.schemas.instruction import InstructionRow
+
+    frame = pd.DataFrame([{**seed_row(0), "messages": "[]", "source": "x"}]).astype("str")
+    with pytest.raises(DataError) as error:
+        validated(InstructionRow, frame, "some/table.parquet")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "some/table.parquet" in message and "row 1" in message and "'messages'" in message

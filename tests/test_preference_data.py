@@ -21,6 +21,7 @@ from alignflow.data.preferences import (
     read_rankings,
     read_ultrafeedback,
 )
+from alignflow.errors import DataError
 from alignflow.schemas.instruction import REJECTED_COLUMNS
 from alignflow.schemas.preference import PREFERENCE_COLUMNS, PreferencePair, RankingRow
 
@@ -297,7 +298,8 @@ def test_preference_pair_accepts_a_good_pair_and_rejects_bad_ones():
 def test_empty_pairs_table_keeps_the_columns():
     table = pairs_table([])
     assert list(table.columns) == PREFERENCE_COLUMNS and table.empty
-    with pytest.raises((SchemaError, SchemaErrors)):
+    with pytest.raises(DataError, match=r"^preference pairs: 1 PreferencePair check\(s\) failed: row 1: chosen and "
+                       r"rejected must differ"):
         pairs_table([{"id": "x", "prompt": "p", "chosen": "same", "rejected": "same", "margin": 0.0,
                       "source": "s", "task": ""}])
 

@@ -16,9 +16,12 @@ from pathlib import Path
 import yaml
 
 from alignflow.data.loaders import Record
+from alignflow.errors import DataError
 from alignflow.schemas.instruction import FORMATS
 
-SEED_FIELDS = {"id", "task", "format", "instruction", "input", "output", "messages"}
+# `source` is the user's own provenance label (e.g. the name of the set a row came from); rows keep
+# it as `seed:<label>`, and rows without one are `seed:<file>`.
+SEED_FIELDS = {"id", "task", "format", "instruction", "input", "output", "messages", "source"}
 
 
 def basic_messages(instruction: str, input_text: str, output: str) -> list[dict]:
@@ -57,17 +60,18 @@ def seed_rows(records: list[Record], source: str, max_chars: int) -> tuple[list[
             rule, field, reason = problem
             rejects.append(_reject(source, number, rule, f"row {number}: {reason}", record, field, row_id))
             continue
+        origin = f"seed:{record.get('source') or source}"
         fmt = record.get("format", "basic")
         if fmt == "basic":
             messages = basic_messages(record["instruction"], record.get("input", ""), record["output"])
             rows.append(canonical_row(id=row_id, task=record["task"], format=fmt, instruction=record["instruction"],
                                       input=record.get("input", ""), output=record["output"], messages=messages,
-                                      source=f"seed:{source}"))
+                                      source=origin))
         else:
             messages = record["messages"]
             first_user = next((m["content"] for m in messages if m.get("role") == "user"), "")
             rows.append(canonical_row(id=row_id, task=record["task"], format=fmt, instruction=first_user, input="",
-                                      output=messages[-1]["content"], messages=messages, source=f"seed:{source}"))
+                                      output=messages[-1]["content"], messages=messages, source=origin))
     return rows, rejects
 
 
@@ -83,7 +87,7 @@ def _seed_problem(record: dict, max_chars: int) -> tuple[str, str, str] | None:
     for field in required:
         if field not in record or record[field] is None:
             return "missing_field", field, f"missing required field {field!r} for format {fmt!r}"
-    for field in ("id", "task", "format", "instruction", "input", "output"):
+    for field in ("id", "task", "format", "instruction", "input", "output", "source"):
         if field in record and not isinstance(record[field], str):
             return "wrong_type", field, f"{field} must be text, got {type(record[field]).__name__}"
     if fmt != "basic":
@@ -112,18 +116,18 @@ class TemplateSet:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         allowed = {"task", "columns", "templates", "verbalizers"}
         if not isinstance(data, dict) or set(data) - allowed or not {"task", "columns", "templates"} <= set(data):
-            raise ValueError(f"{path}: a template file needs task, columns, templates (and optional verbalizers)")
+            raise DataError(f"{path}: a template file needs task, columns, templates (and optional verbalizers)")
         templates = tuple(data["templates"])
         if not templates:
-            raise ValueError(f"{path}: templates is empty")
+            raise DataError(f"{path}: templates is empty")
         for number, template in enumerate(templates, start=1):
             if not isinstance(template, dict) or set(template) - {"instruction", "input", "output"} or \
                     not {"instruction", "output"} <= set(template):
-                raise ValueError(f"{path}: template {number} needs instruction and output (and optional input)")
+                raise DataError(f"{path}: template {number} needs instruction and output (and optional input)")
             for text in template.values():
                 for _, name, _, _ in string.Formatter().parse(text):
                     if name and name not in data["columns"]:
-                        raise ValueError(f"{path}: template {number} uses {{{name}}}, not in columns {data['columns']}")
+                        raise DataError(f"{path}: template {number} uses {{{name}}}, not in columns {data['columns']}")
         verbalizers = {col: {str(k): str(v) for k, v in mapping.items()}
                        for col, mapping in (data.get("verbalizers") or {}).items()}
         return cls(data["task"], tuple(data["columns"]), templates, verbalizers)

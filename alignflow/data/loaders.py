@@ -3,7 +3,7 @@
 Each loader returns (records, rejects): records are (row number, dict) pairs; a row that cannot
 be read (malformed JSON, invalid UTF-8, wrong number of CSV fields, ...) becomes a reject naming
 file, row and field. Problems with the file as a whole (missing, empty, no header) raise
-ValueError naming the file.
+DataError naming the file.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from alignflow.errors import DataError
 
 Record = tuple[int, dict]
 SURROGATES = range(0xDC80, 0xDD00)  # bytes that were not UTF-8, under errors="surrogateescape"
@@ -26,12 +28,12 @@ def _reject(source: str, row: int, rule: str, reason: str, field: str = "", reco
 
 def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file")
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data.strip():
-        raise ValueError(f"{path}: file is empty (no rows)")
+        raise DataError(f"{path}: file is empty (no rows)")
     return data
 
 
@@ -72,9 +74,9 @@ def read_csv(path: Path) -> tuple[list[Record], list[dict]]:
     text = _read_bytes(path).decode("utf-8", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or any(not name.strip() for name in reader.fieldnames):
-        raise ValueError(f"{path}: the first line must be a header naming every column")
+        raise DataError(f"{path}: the first line must be a header naming every column")
     if len(set(reader.fieldnames)) != len(reader.fieldnames):
-        raise ValueError(f"{path}: duplicate column names in the header {reader.fieldnames}")
+        raise DataError(f"{path}: duplicate column names in the header {reader.fieldnames}")
     records, rejects = [], []
     for number, row in enumerate(reader, start=1):
         raw = json.dumps(row, ensure_ascii=False, default=str)
@@ -98,10 +100,10 @@ def read_csv(path: Path) -> tuple[list[Record], list[dict]]:
 
 def read_parquet(path: Path) -> tuple[list[Record], list[dict]]:
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file")
     frame = pd.read_parquet(path)
     if frame.empty:
-        raise ValueError(f"{path}: file is empty (no rows)")
+        raise DataError(f"{path}: file is empty (no rows)")
     return [(i + 1, row) for i, row in enumerate(frame.to_dict(orient="records"))], []
 
 
@@ -112,9 +114,9 @@ def read_hf_dataset(name: str, split: str) -> tuple[list[Record], list[dict]]:
     try:
         dataset = load_dataset(name, split=split)
     except Exception as error:  # noqa: BLE001 - datasets raises many types; report them all the same way
-        raise ValueError(f"{name}: cannot load dataset split {split!r}: {error}") from None
+        raise DataError(f"{name}: cannot load dataset split {split!r}: {error}") from None
     if len(dataset) == 0:
-        raise ValueError(f"{name}: split {split!r} is empty (no rows)")
+        raise DataError(f"{name}: split {split!r} is empty (no rows)")
     return [(i + 1, dict(row)) for i, row in enumerate(dataset)], []
 
 

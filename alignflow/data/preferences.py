@@ -4,7 +4,7 @@ Pure functions, no Prefect or MLflow: the `preferences` stage calls them and log
 count. Every reader returns (items, rejects); a rejected row is a dict with the RejectedRow keys
 (stage, source, row, id, field, rule, reason, record) naming file, row, field and rule, so nothing
 is dropped silently and rows read == rows kept + rows rejected. Problems with a file as a whole
-(missing, empty, unsupported ending, CSV header without the needed columns) raise ValueError
+(missing, empty, unsupported ending, CSV header without the needed columns) raise DataError
 naming the file.
 
 A ranking row (what `read_rankings` and `read_ultrafeedback` return) is a dict
@@ -23,6 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from alignflow.data.loaders import Record, read_csv, read_jsonl
+from alignflow.data.tables import validated
+from alignflow.errors import DataError
 from alignflow.schemas.instruction import REJECTED_COLUMNS
 from alignflow.schemas.preference import (
     PREFERENCE_COLUMNS,
@@ -104,7 +106,7 @@ def pairs_table(pairs: list[dict]) -> pd.DataFrame:
     else:
         frame = pd.DataFrame({c: pd.Series(dtype="float64" if c == "margin" else "str")
                               for c in PREFERENCE_COLUMNS})
-    return PreferencePair.validate(frame, lazy=True)
+    return validated(PreferencePair, frame, "preference pairs")
 
 
 def rankings_table(rows: list[dict]) -> pd.DataFrame:
@@ -113,7 +115,7 @@ def rankings_table(rows: list[dict]) -> pd.DataFrame:
                 "responses": json.dumps(row["responses"], ensure_ascii=False),
                 "scores": json.dumps([float(s) for s in row["scores"]])} for row in rows]
     frame = pd.DataFrame(records, columns=RANKING_COLUMNS).astype("str")
-    return RankingRow.validate(frame, lazy=True)
+    return validated(RankingRow, frame, "rankings")
 
 
 # --- oracle ----------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def _read(path: Path) -> tuple[list[Record], list[dict]]:
     elif suffix == ".csv":
         records, rejects = read_csv(path)
     else:
-        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; expected .jsonl, .json or .csv")
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; expected .jsonl, .json or .csv")
     return records, [_loader_reject(r) for r in rejects]
 
 
@@ -261,7 +263,7 @@ def read_rankings(path: str | Path, known_prompt_ids: Collection[str] | None = N
         if not columns & {"scores", "ranks"}:
             missing.append("scores or ranks")
         if missing:
-            raise ValueError(f"{path}: the header lacks the column(s) {missing}")
+            raise DataError(f"{path}: the header lacks the column(s) {missing}")
     rows: list[dict] = []
     seen: set[str] = set()
     for number, record in records:

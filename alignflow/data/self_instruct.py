@@ -22,6 +22,7 @@ import pandas as pd
 from alignflow.data import instructions
 from alignflow.data.rouge import most_similar, rouge_tokens
 from alignflow.data.tables import validate_instructions
+from alignflow.errors import DataError
 
 REPLACEMENT_CHARACTER = "\ufffd"
 RULES = ("unparseable", "too_short", "too_long", "blocklisted", "duplicate", "near_duplicate", "schema")
@@ -207,9 +208,9 @@ def pool_from_table(frame: pd.DataFrame, human_sources: list[str] | None, source
     valid, problems = validate_instructions(frame, stage="self_instruct", source=source)
     if len(problems):
         first = "; ".join(f"row {p.row} {p.rule}: {p.reason[:120]}" for p in problems.head(3).itertuples())
-        raise ValueError(f"{source}: {len(problems)} rows do not satisfy InstructionRow ({first})")
+        raise DataError(f"{source}: {len(problems)} rows do not satisfy InstructionRow ({first})")
     human = valid if human_sources is None else valid[valid["source"].str.startswith(tuple(human_sources))]
     if human.empty:
-        raise ValueError(f"{source}: no human-written instructions (rows whose source starts with "
+        raise DataError(f"{source}: no human-written instructions (rows whose source starts with "
                          f"{human_sources}) among {len(valid)} rows")
     return InstructionPool.from_instructions(human["instruction"], valid["instruction"])

@@ -10,6 +10,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
+from alignflow.errors import DataError
 from alignflow.schemas.instruction import INSTRUCTION_COLUMNS, REJECTED_COLUMNS, InstructionRow
 
 
@@ -20,6 +21,12 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
+
+
+def instruction_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """Canonical instruction rows as a table with text columns, also when there are no rows: pandas
+    gives an empty frame `object` columns, which the schema refuses as a whole rather than per row."""
+    return pd.DataFrame(list(rows), columns=INSTRUCTION_COLUMNS).astype("str")
 
 
 def empty_rejects() -> pd.DataFrame:
@@ -52,13 +59,13 @@ def validate_instructions(frame: pd.DataFrame, *, stage: str, source: str, row_n
     `row_numbers` and `sources` locate each row in the file it came from (default: its position
     in `frame`, and `source`).
 
-    Table-level problems (missing or unexpected columns) raise ValueError naming the columns,
-    because no single row is to blame.
+    Table-level problems (missing or unexpected columns, a column that is not text) raise
+    DataError naming the columns, because no single row is to blame.
     """
     missing = [c for c in INSTRUCTION_COLUMNS if c not in frame.columns]
     extra = [c for c in frame.columns if c not in INSTRUCTION_COLUMNS]
     if missing or extra:
-        raise ValueError(f"{source}: columns do not match the instruction schema "
+        raise DataError(f"{source}: columns do not match the instruction schema "
                          f"(missing: {missing or 'none'}; unexpected: {extra or 'none'})")
     frame = frame.reset_index(drop=True)
     numbers = row_numbers.reset_index(drop=True) if row_numbers is not None else pd.Series(frame.index + 1)
@@ -79,7 +86,8 @@ def validate_instructions(frame: pd.DataFrame, *, stage: str, source: str, row_n
     bad: dict[int, list[tuple[str, str]]] = {}
     for case in failures.itertuples():
         if pd.isna(case.index):
-            raise ValueError(f"{source}: {case.check} failed on column {case.column}") from None
+            raise DataError(f"{source}: column {case.column!r} fails {case.check} as a whole "
+                            f"(got {case.failure_case!r}); every instruction column must be text") from None
         bad.setdefault(int(case.index), []).append((str(case.column), f"{case.check} (got {case.failure_case!r})"))
     rows = duplicate_rejects
     for index, problems in sorted(bad.items()):
@@ -94,15 +102,32 @@ def validate_instructions(frame: pd.DataFrame, *, stage: str, source: str, row_n
     return kept, rejects(sorted(rows, key=lambda r: r["row"]))
 
 
+def validated(schema: type[pa.DataFrameModel], frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """`schema.validate(frame)` for tables a stage built itself from rows already checked one by one;
+    if one still fails, that is reported as a DataError naming the table, rows and columns."""
+    try:
+        return schema.validate(frame, lazy=True)
+    except SchemaErrors as errors:
+        problems: dict[str, None] = {}  # ordered, each (row, check) once: a table-wide check names no column
+        for c in errors.failure_cases.itertuples():
+            row = f"row {int(c.index) + 1}" if not pd.isna(c.index) else "every row"
+            column = f" column {c.column!r}" if c.schema_context == "Column" else ""
+            got = f" (got {c.failure_case!r})" if column else ""
+            problems[f"{row}{column}: {c.check}{got}"] = None
+        shown = list(problems)[:5]
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise DataError(f"{source}: {len(problems)} {schema.__name__} check(s) failed: {'; '.join(shown)}{more}") from None
+
+
 def check_rejected_fraction(n_read: int, rejected: pd.DataFrame, limit: float, stage: str) -> None:
     """Fail the stage when more than `limit` of its rows were rejected, listing the first failures."""
     if n_read == 0 or len(rejected) / n_read <= limit:
         return
     first = "\n".join(f"  {r.source} row {r.row} [{r.field or '-'}] {r.rule}: {r.reason[:200]}"
                       for r in rejected.head(10).itertuples())
-    raise ValueError(f"{stage}: {len(rejected)} of {n_read} rows rejected ({len(rejected) / n_read:.0%}), "
+    raise DataError(f"{stage}: {len(rejected)} of {n_read} rows rejected ({len(rejected) / n_read:.0%}), "
                      f"more than the allowed {limit:.0%}. First failures:\n{first}")
 
 
-__all__ = ["pa", "write_table", "read_table", "rejects", "empty_rejects", "record_json", "validate_instructions",
-           "check_rejected_fraction"]
+__all__ = ["pa", "write_table", "read_table", "instruction_frame", "rejects", "empty_rejects", "record_json", "validate_instructions",
+           "check_rejected_fraction", "validated"]

@@ -32,9 +32,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alignflow.demo.corpus import FIELD_LABELS, build_families, split_items
+from alignflow.errors import DataError
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(DataError):
     """A task file could not be read, did not validate, or refers to items that do not exist."""
 
 
