@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="demo corpus held-out share the model was pretrained with")
     evaluate.add_argument("--embedder", default="auto", choices=["auto", "minilm", "tfidf"])
     evaluate.add_argument("--threads", type=int, help="torch threads while scoring (1 suits tiny models)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     evaluate.add_argument("--output", default="results.json", help="per-sample records and summary (JSON)")
     return parser
 
@@ -74,12 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_environment()
-    from alignflow.config import ConfigError
-    from alignflow.errors import PipelineError
+    from alignflow.errors import USER_ERRORS
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, PipelineError) as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -89,8 +90,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from alignflow.runner import active_stages
     from alignflow.tasks import PIPELINE
 
+    from alignflow.preflight import check_pipeline
+
     config = load_config(args.config)
     names = [stage.name for stage, _ in active_stages(PIPELINE, config)]
+    check_pipeline(config)
     print(f"{args.config}: valid; stages: {', '.join(names)}")
     return 0
 
@@ -99,10 +103,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from alignflow.config import load_config
     from alignflow.prefect_server import start_prefect_api
 
-    load_config(args.config)  # fail fast, before a Prefect server starts
+    config = load_config(args.config)  # fail fast, before a Prefect server starts
     server = start_prefect_api()
+    from alignflow.errors import quiet_user_errors_in_prefect_console
     from alignflow.flows.pipeline import pipeline  # these imports overlap the server's start-up
+    from alignflow.preflight import check_pipeline
+    from alignflow.runner import plan_stages
+    from alignflow.tasks import PIPELINE
 
+    # Mistakes in the command or the config's files are one line here, before any flow run starts.
+    plan_stages(PIPELINE, config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
+    check_pipeline(config)
+    quiet_user_errors_in_prefect_console()
     if server:
         server.wait_until_ready(timeout=120)
     run = pipeline(args.config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
@@ -223,7 +235,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from alignflow.evaluation.spec import TaskSpecError
     from alignflow.evaluation.sweep import (
         SweepSettings,
         evaluate_model,
@@ -234,15 +245,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         shots = tuple(int(k) for k in args.shots.split(","))
-        tasks = load_tasks(args.task, heldout_percent=args.heldout_percent, limit=args.limit)
-    except (ValueError, TaskSpecError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except ValueError:
+        print(f"error: --shots {args.shots!r}: give comma-separated whole numbers, e.g. 0,1,4", file=sys.stderr)
         return 2
+    tasks = load_tasks(args.task, heldout_percent=args.heldout_percent, limit=args.limit)  # TaskSpecError: one line
     settings = SweepSettings(shots=shots, selection=args.selection, ordering=args.ordering, draw=args.draw,
                              seed=args.seed, limit=args.limit, max_length=args.max_length, add_bos=args.add_bos,
                              embedder=args.embedder, heldout_percent=args.heldout_percent,
                              threads=args.threads)
-    model, tokenizer = load_model(args.model)
+    from alignflow.models import resolve_placement
+
+    model, tokenizer = load_model(args.model, resolve_placement(args.device, args.dtype))
     result = evaluate_model(model, tokenizer, tasks, settings, on_progress=lambda line: print(line, flush=True))
     report = {"model": args.model, "settings": asdict(settings), "embedder": result.embedder,
               "seconds": result.seconds, "summary": result.rows, "samples": result.records}

@@ -37,14 +37,22 @@ class PlannedStage:
 
 
 def active_stages(registry: list[tuple[Stage, Any]], config: PipelineConfig) -> list[tuple[Stage, Any]]:
-    """Stages whose section is configured and whose upstream stages are active, in order."""
-    active: list[tuple[Stage, Any]] = []
-    names: set[str] = set()
-    for stage, task in registry:
-        if stage.section(config) is not None and all(u in names for u in stage.upstream):
-            active.append((stage, task))
-            names.add(stage.name)
+    """The configured stages, in order.
+
+    A configured stage whose upstream stage is not configured is an error naming both: leaving it
+    out would run another pipeline than the one the file declares.
+    """
+    active = [(stage, task) for stage, task in registry if stage.section(config) is not None]
+    names = {stage.name for stage, _ in active}
+    problems = [f"stages.{stage.name} needs {_section_name(upstream)}, which is not configured"
+                for stage, _ in active for upstream in stage.upstream if upstream not in names]
+    if problems:
+        raise PipelineError("; ".join(problems) + " (add the missing section, or remove the stage that needs it)")
     return active
+
+
+def _section_name(stage: str) -> str:
+    return "base_model or stages.pretrain" if stage == "pretrain" else f"stages.{stage}"
 
 
 def _downstream(stages: list[Stage], root: str) -> set[str]:
@@ -79,8 +87,8 @@ def plan_stages(registry: list[tuple[Stage, Any]], config: PipelineConfig, *, on
         if name not in known:
             raise PipelineError(f"{option} {name}: unknown stage; stages are {', '.join(known)}")
         if name not in names:
-            raise PipelineError(f"{option} {name}: stage is not configured in this pipeline (no stages.{name} "
-                                f"section, or an upstream stage is missing); configured: {', '.join(names)}")
+            raise PipelineError(f"{option} {name}: stage is not configured in this pipeline (no "
+                                f"{_section_name(name)} section); configured: {', '.join(names)}")
     forced = set(refresh) | (_downstream(stages, from_stage) if from_stage else set())
     planned = []
     for stage, task in active:

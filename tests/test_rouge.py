@@ -44,3 +44,29 @@ def test_most_similar_with_pruning_equals_brute_force():
         assert brute[index] == pytest.approx(score)
     assert most_similar([], references) == (0.0, -1)
     assert most_similar(["甲"], [["乙"]]) == (0.0, -1)
+
+
+def test_punctuation_and_case_never_count():
+    assert rouge_tokens("Hello, world!") == rouge_tokens("hello world") == ["hello", "world"]
+    assert rouge_l("Hello, world!", "hello world") == 1.0
+    assert rouge_l("state-of-the-art", "state of the art") == 1.0
+    assert rouge_tokens("你好，世界！Hi—there") == ["你", "好", "世", "界", "hi", "there"]
+    assert rouge_tokens("Café 'naïve' Привет") == ["café", "naïve", "привет"]  # other letters stay whole
+
+
+ENGLISH = [
+    ("The quick brown fox jumps over the lazy dog.", "A quick brown dog jumps over the lazy fox!"),
+    ("Summarise the article in one sentence.", "Write a one-sentence summary of the article."),
+    ("It's 3:45 p.m., and the U.S.-based team (12 people) left.", "the US based team of 12 left at 3 45 pm"),
+    ("Translate 'good morning' into French.", "Translate good-morning to French, please."),
+    ("", "nothing to match"),
+    ("Numbers: 1, 22, 333; words: one two three", "one 1 two 22 three 333"),
+]
+
+
+@pytest.mark.parametrize(("candidate", "reference"), ENGLISH)
+def test_english_scores_equal_rouge_score(candidate, reference):
+    from rouge_score import rouge_scorer  # test-only dependency (the dev extra)
+
+    expected = rouge_scorer.RougeScorer(["rougeL"]).score(reference, candidate)["rougeL"].fmeasure
+    assert rouge_l(candidate, reference) == pytest.approx(expected, abs=1e-12)

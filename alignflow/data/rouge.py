@@ -1,9 +1,13 @@
-"""ROUGE-L (longest common subsequence F-measure) for mixed Chinese and English text.
+"""ROUGE-L (longest common subsequence F-measure) for mixed Chinese and English text: the one
+implementation both Self-Instruct filtering and evaluation use.
 
 Self-Instruct keeps a generated instruction only if its ROUGE-L against every instruction
-already in the pool stays below a threshold. The usual `rouge_score` tokenizer keeps only
-[a-z0-9] words and so drops Chinese entirely; here every CJK character is one token and latin
-text splits into lowercase words and numbers. Punctuation and whitespace are not tokens.
+already in the pool stays below a threshold; generation tasks are scored by it. The usual
+`rouge_score` tokenizer keeps only [a-z0-9] words and so drops Chinese entirely; here every CJK
+character is one token, and other text splits into lowercase words of letters and digits, so
+punctuation and case never count ("Hello, world!" = "hello world", "state-of-the-art" = "state
+of the art"). On English text this is rouge_score's tokenisation (no stemming); words with
+letters outside a-z (café, Cyrillic) are kept whole where rouge_score drops those letters.
 """
 
 from __future__ import annotations
@@ -12,14 +16,12 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-_TOKEN = re.compile(
-    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]"  # CJK ideographs, kana, hangul
-    r"|[a-z0-9]+"
-)
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"  # ideographs, kana, hangul
+_TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W_])+")
 
 
 def rouge_tokens(text: str) -> list[str]:
-    """CJK characters one by one, then lowercase latin words and numbers, in text order."""
+    """CJK characters one by one, then lowercase words of letters and digits, in text order."""
     return _TOKEN.findall(text.lower())
 
 

@@ -2,15 +2,17 @@
 
 Multiple choice follows lm-evaluation-harness: `acc` = argmax of the summed log-likelihoods,
 `acc_norm` = argmax of log-likelihood divided by the choice's length in characters; ties go to
-the first choice (numpy argmax). Generation: exact match, contains, ROUGE-L F1.
+the first choice (numpy argmax). Generation: exact match, contains, ROUGE-L F1 (alignflow.data.rouge,
+the same as Self-Instruct filtering uses).
 """
 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
+
+from alignflow.data.rouge import rouge_l
 
 
 def choice_predictions(loglikelihoods: list[float], choices: list[str]) -> tuple[int, int]:
@@ -26,36 +28,6 @@ def exact_match(prediction: str, target: str) -> float:
 
 def contains(prediction: str, target: str) -> float:
     return float(target.strip() in prediction)
-
-
-_TOKEN = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]|[^\s\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]+")
-
-
-def rouge_tokens(text: str) -> list[str]:
-    """Whitespace-separated words, with every CJK character a token of its own."""
-    return _TOKEN.findall(text.lower())
-
-
-def lcs_length(a: list[str], b: list[str]) -> int:
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
-
-
-def rouge_l(prediction: str, target: str) -> float:
-    """ROUGE-L F1 over `rouge_tokens` (1.0 for two empty strings)."""
-    p, t = rouge_tokens(prediction), rouge_tokens(target)
-    if not p and not t:
-        return 1.0
-    lcs = lcs_length(p, t)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(t)
-    return 2 * precision * recall / (precision + recall)
 
 
 GENERATION_METRICS = {"exact_match": exact_match, "contains": contains, "rouge_l": rouge_l}

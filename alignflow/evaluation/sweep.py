@@ -61,13 +61,13 @@ def load_tasks(paths: Sequence[str | Path], *, heldout_percent: int = 20, limit:
     return tasks
 
 
-def load_model(name_or_path: str):
-    """(model in eval mode, tokenizer) from a hub id or a local folder, in float32 on CPU."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(name_or_path: str, placement=None, chat_template: str | None = None):
+    """(model in eval mode, prepared tokenizer) from a hub id or a local folder, on `placement`
+    (default: the automatic one, float32 on a CPU)."""
+    from alignflow.models import load_causal_lm, load_tokenizer, resolve_placement
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype="float32")
-    model.eval()
+    tokenizer = load_tokenizer(name_or_path, chat_template)
+    model = load_causal_lm(name_or_path, placement or resolve_placement())
     return model, tokenizer
 
 

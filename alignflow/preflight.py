@@ -1,0 +1,29 @@
+"""Checks `alignflow run` makes before any flow run starts, so that a mistake in the config's files
+is one line now rather than a failed stage minutes later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alignflow.errors import DataError
+from alignflow.schemas.config import PipelineConfig
+
+# Endings the build stage reads as local files; anything else is a `datasets` name.
+LOCAL_ENDINGS = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
+
+
+def check_pipeline(config: PipelineConfig) -> None:
+    """The base model (folder, weights, config, tokenizer) and the build stage's input files exist."""
+    if config.base_model:
+        from alignflow.models import check_causal_lm
+
+        check_causal_lm(config.base_model)
+    build = config.stages.build
+    if build is not None:
+        files = [("build.seeds", s) for s in build.seeds]
+        files += [(f"build.datasets[{i}].path", d.path) for i, d in enumerate(build.datasets)
+                  if Path(d.path).suffix.lower() in LOCAL_ENDINGS]
+        files += [(f"build.datasets[{i}].templates", d.templates) for i, d in enumerate(build.datasets)]
+        for key, file in files:
+            if not Path(file).is_file():
+                raise DataError(f"{key}: {file}: no such file")
