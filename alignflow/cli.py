@@ -87,10 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from alignflow.config import load_config
+    from alignflow.preflight import check_pipeline
     from alignflow.runner import active_stages
     from alignflow.tasks import PIPELINE
-
-    from alignflow.preflight import check_pipeline
 
     config = load_config(args.config)
     names = [stage.name for stage, _ in active_stages(PIPELINE, config)]

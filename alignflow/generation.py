@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignflow.data.self_instruct import Line
+from alignflow.models import Placement, load_causal_lm, load_tokenizer, resolve_placement
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,13 @@ def line_end_token_ids(tokenizer) -> list[int]:
 class LineWriter:
     """A causal LM that continues each prompt to the end of its line."""
 
-    def __init__(self, name_or_path: str, device: str | None = None) -> None:
+    def __init__(self, name_or_path: str, placement: Placement | None = None) -> None:
         self.name = name_or_path
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.tokenizer = load_tokenizer(name_or_path)
         self.tokenizer.padding_side = "left"
         self.tokenizer.truncation_side = "left"  # keep the cue at the end of an over-long prompt
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype="auto").to(self.device).eval()
+        self.model = load_causal_lm(name_or_path, placement or resolve_placement())
+        self.device = self.model.device
         self.end_ids = line_end_token_ids(self.tokenizer)
 
     def _prompt_limit(self, max_new_tokens: int) -> int | None:

@@ -105,6 +105,13 @@ def activate(placement: Placement) -> None:
         torch.cuda.set_device(placement.torch_device)
 
 
+def stage_placement(config) -> Placement:
+    """The placement of every model a stage loads (`execution.device`, `execution.dtype`), made current."""
+    placement = resolve_placement(config.execution.device, config.execution.dtype)
+    activate(placement)
+    return placement
+
+
 def trainer_precision(placement: Placement, gradient_checkpointing: bool = False) -> dict:
     """The device and precision arguments every TRL config needs (TRL defaults to bf16 and activation
     checkpointing, which on CPU are slow or unsupported)."""
@@ -230,6 +237,18 @@ def load_reward_model(name_or_path: str, placement: Placement, tokenizer, *, tra
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(placement.torch_device)
     return model if trainable else model.eval()
+
+
+def save_model(model, tokenizer, folder: Path) -> Path:
+    """`save_pretrained` of a trained model and its tokenizer, the generation config naming every stop
+    id and the pad id, so that any tool that loads the folder stops where alignflow does."""
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:
+        generation.eos_token_id = response_stop_ids(tokenizer)
+        generation.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 # --- tokenizers ---------------------------------------------------------------------------------------

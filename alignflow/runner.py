@@ -101,12 +101,18 @@ def plan_stages(registry: list[tuple[Stage, Any]], config: PipelineConfig, *, on
 
 
 def stage_key(stage: Stage, config: PipelineConfig, upstream: dict[str, dict]) -> str:
-    """Cache key of `stage`; `upstream` holds the results of exactly the stages it reads."""
+    """Cache key of `stage`; `upstream` holds the results of exactly the stages it reads. A stage that
+    loads models also keys on where and how (device, dtype, chat template): a bfloat16 GPU run is
+    not the float32 CPU run."""
+    section = stage.section(config)
+    if stage.loads_models:
+        section = {"section": section, "device": config.execution.device, "dtype": config.execution.dtype,
+                   "chat_template": config.chat_template}
     return stage_cache_key(
         stage=stage.name,
-        section_digest=section_digest(stage.section(config)),
+        section_digest=section_digest(section),
         input_digests={name: result["digest"] for name, result in upstream.items()},
-        code=code_digest(stage.code),
+        code=code_digest(stage.code + (("alignflow.models",) if stage.loads_models else ())),
     )
 
 

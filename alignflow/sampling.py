@@ -1,7 +1,8 @@
 """Responses from a policy: K samples per prompt, or one greedy answer, batched with a KV cache.
 
-Prompts are left-padded so one `generate` call serves a batch; a response ends at the tokenizer's
-eos (the end-of-turn token SFT trains the model to emit) or at `max_new_tokens`.
+Prompts are left-padded so one `generate` call serves a batch; a response ends at any of the
+tokenizer's stop ids (eos, the generation config's eos ids, the template's end-of-turn token:
+alignflow.models.stop_token_ids) or at `max_new_tokens`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alignflow.models import response_stop_ids
 from alignflow.progress import StepProgress
 
 
@@ -53,7 +55,7 @@ def generate_responses(model, tokenizer, prompts: Sequence[str], *, num_samples:
             for start in range(0, len(prompts), batch_size):
                 batch = left_padded(tokenizer, prompts[start:start + batch_size], device)
                 generated = model.generate(**batch, **sampling, max_new_tokens=max_new_tokens, use_cache=True,
-                                           eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
+                                           eos_token_id=response_stop_ids(tokenizer), pad_token_id=pad)
                 new = generated[:, batch["input_ids"].shape[1]:].tolist()
                 for index in range(0, len(new), num_samples):
                     results.append([_response(tokens, tokenizer) for tokens in new[index:index + num_samples]])
@@ -64,7 +66,7 @@ def generate_responses(model, tokenizer, prompts: Sequence[str], *, num_samples:
 
 
 def _response(tokens: list[int], tokenizer) -> Response:
-    eos = tokenizer.eos_token_id
-    finished = eos in tokens
-    kept = tokens[: tokens.index(eos)] if finished else tokens
-    return Response(tokenizer.decode(kept, skip_special_tokens=True).strip(), finished)
+    stops = set(response_stop_ids(tokenizer))
+    end = next((i for i, token in enumerate(tokens) if token in stops), None)
+    kept = tokens if end is None else tokens[:end]
+    return Response(tokenizer.decode(kept, skip_special_tokens=True).strip(), end is not None)

@@ -51,6 +51,7 @@ class Stage:
     code: tuple[str, ...]
     description: str = ""
     optional_upstream: tuple[str, ...] = ()  # read when configured (e.g. self_instruct before clean)
+    loads_models: bool = False  # execution.device/dtype and chat_template then belong to its cache key
 
     def inputs(self, active: set[str] | dict) -> tuple[str, ...]:
         """Upstream stages this stage reads in a pipeline where `active` stages run."""

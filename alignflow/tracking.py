@@ -162,3 +162,20 @@ def mark_interrupted(run_id: str) -> None:
     if client.get_run(run_id).info.status == "RUNNING":
         client.set_tag(run_id, "alignflow.interrupted", "true")
         client.set_terminated(run_id, status="KILLED")
+
+
+def log_models(**models) -> None:
+    """Params naming where each model a stage uses lives: model.<role>.device / .dtype, from the
+    loaded parameters (what the placement really gave), and how the tokenizer was prepared."""
+    from alignflow.models import model_placement
+
+    params: dict[str, str] = {}
+    for role, model in models.items():
+        params |= {f"model.{role}.{key}": value for key, value in model_placement(model).items()}
+    mlflow.log_params(params)
+
+
+def log_tokenizer_setup(tokenizer) -> None:
+    setup = getattr(tokenizer, "alignflow_setup", None)
+    if setup is not None:
+        mlflow.log_params(setup.params())

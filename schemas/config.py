@@ -36,6 +36,18 @@ class CacheConfig(Section):
 
 
 class ExecutionConfig(Section):
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="Where every stage's models live: auto (the current CUDA device when there is one, else "
+        "the CPU), cpu, cuda or cuda:N. Logged with each model's dtype as params of every stage.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Dtype frozen models (reference, reward, judge, evaluation) are loaded in; trained models "
+        "keep float32 weights unless bfloat16 (then trained in bfloat16). auto: bfloat16 on a GPU that "
+        "supports it, else float32.",
+    )
     parallel_stages: int = Field(
         1,
         ge=1,
@@ -185,8 +197,10 @@ class LoraSettings(Section):
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
-    target_modules: list[str] = Field(
-        ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, description="Module names that get adapters."
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", min_length=1,
+        description="Module names that get adapters (e.g. [q_proj, v_proj]; GPT-2 names them c_attn, c_proj), or "
+        "all-linear: every linear layer but the output head, whatever the architecture calls them.",
     )
 
 
@@ -272,6 +286,9 @@ class SFTStageConfig(Section):
         None, description="Multi-task mixing. None: the data as it is (every row once per epoch)."
     )
     curriculum: CurriculumConfig | None = Field(None, description="Curriculum order. None: random order.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
     register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
@@ -540,6 +557,9 @@ class RewardModelConfig(Section):
     logging_steps: int = Field(5, ge=1, description="Steps between logged metrics.")
     eval_steps: int = Field(25, ge=1, description="Steps between held-out evaluations.")
     save_steps: int = Field(50, ge=1, description="Steps between checkpoints.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
     register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
@@ -563,6 +583,9 @@ class DPOStageConfig(Section):
     eval_steps: int = Field(25, ge=1, description="Steps between held-out evaluations.")
     save_steps: int = Field(50, ge=1, description="Steps between checkpoints.")
     win_rate_max_new_tokens: int = Field(16, ge=1, description="Greedy response length for the win rate.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
     register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
@@ -596,6 +619,9 @@ class PPOStageConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
     save_steps: int = Field(10, ge=1, description="Steps between checkpoints.")
     sample_every: int = Field(10, ge=1, description="Steps between sample tables (prompt, response, reward).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
     register_model: bool = Field(True, description="Add the policy to the MLflow model registry.")
 
 
@@ -612,6 +638,9 @@ class GroupRLStageConfig(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     logging_steps: int = Field(5, ge=1, description="Steps between logged metrics.")
     save_steps: int = Field(25, ge=1, description="Steps between checkpoints.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
     register_model: bool = Field(True, description="Add the policy to the MLflow model registry.")
 
     @model_validator(mode="after")
@@ -656,6 +685,12 @@ class PipelineConfig(Section):
     base_model: str | None = Field(
         None,
         description="Hub id or local folder of the model to post-train. Unset: the pretrain stage builds one.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Jinja chat template for the base model's tokenizer, inline or the path of a .jinja file. "
+        "Unset: the tokenizer's own; a tokenizer without one gets alignflow's default (role labels, its eos "
+        "closing each assistant turn).",
     )
     artifacts_dir: str = Field("artifacts", description="Folder for stage outputs (artifacts/<stage>/<cache key>/).")
     tracking: TrackingConfig = TrackingConfig()

@@ -13,6 +13,7 @@ import mlflow
 from prefect import task
 
 from alignflow.data.tables import read_table
+from alignflow.errors import DataError
 from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
@@ -22,7 +23,6 @@ from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
     resume_point,
-    trainer_device_args,
 )
 
 
@@ -40,13 +40,20 @@ def final_evaluation(trainer, history: dict[str, list[tuple[int, float]]]) -> di
 
 
 def run_dpo(context: StageContext) -> StageOutput:
-    import torch
     from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
     from trl import DPOConfig, DPOTrainer
 
+    from alignflow.models import (
+        load_causal_lm,
+        load_tokenizer,
+        save_model,
+        stage_placement,
+        trainer_precision,
+    )
+    from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.win_rate import compare_policies
 
@@ -54,17 +61,21 @@ def run_dpo(context: StageContext) -> StageOutput:
     settings: DPOStageConfig = context.config.stages.dpo
     pairs = context.upstream["preferences"]["outputs"]
     base = context.upstream["sft"]["outputs"]["model"]
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    placement = stage_placement(context.config)
+    tokenizer = load_tokenizer(base)
+    log_tokenizer_setup(tokenizer)
+    model = load_causal_lm(base, placement, trainable=True)
     columns = ["prompt", "chosen", "rejected"]
     train = Dataset.from_pandas(read_table(pairs["pairs_train"])[columns], preserve_index=False)
+    if not len(train):
+        raise DataError(f"dpo: {pairs['pairs_train']} holds no preference pair to train on")
     heldout_frame = read_table(pairs["pairs_heldout"])[columns]
     heldout = Dataset.from_pandas(heldout_frame, preserve_index=False) if len(heldout_frame) else None
     peft_config = None
     if settings.method == "lora":
         peft_config = PeftLoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha,
                                      lora_dropout=settings.lora.dropout,
-                                     target_modules=list(settings.lora.target_modules), task_type="CAUSAL_LM")
+                                     target_modules=settings.lora.target_modules, task_type="CAUSAL_LM")
     checkpoints = checkpoint_dir(context.config, "dpo", context.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
@@ -77,11 +88,12 @@ def run_dpo(context: StageContext) -> StageOutput:
         max_grad_norm=settings.max_grad_norm, logging_steps=settings.logging_steps,
         eval_strategy="steps" if heldout is not None else "no", eval_steps=settings.eval_steps,
         save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2, seed=context.config.seed,
-        **trainer_device_args())
+        **trainer_precision(placement, settings.gradient_checkpointing))
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout,
                          processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[metrics_callback, ProgressBar("dpo")])
     trainer.remove_callback(PrinterCallback)
+    log_models(policy=model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     shutil.rmtree(checkpoints, ignore_errors=True)
     final_eval = final_evaluation(trainer, metrics_callback.history) if heldout is not None else {}
@@ -89,8 +101,7 @@ def run_dpo(context: StageContext) -> StageOutput:
     out = context.out_dir
     model_dir = out / "model"
     policy = trainer.model.merge_and_unload() if settings.method == "lora" else trainer.model
-    policy.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_model(policy, tokenizer, model_dir)
     metrics = {"train_loss": float(result.training_loss), "train_pairs": len(train),
                "resumed_from_step": float(resume_step)}
     if final_eval:
@@ -98,7 +109,8 @@ def run_dpo(context: StageContext) -> StageOutput:
                     "heldout_reward_margin": float(final_eval["eval_rewards/margins"])}
     eval_prompts = read_table(pairs["eval_prompts"])
     if len(eval_prompts):
-        reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        reference = load_causal_lm(base, placement)
+        log_models(reference=reference)
         duel, answers = compare_policies(policy, reference, tokenizer, eval_prompts,
                                          max_new_tokens=settings.win_rate_max_new_tokens)
         answers.to_csv(out / "win_rate_answers.csv", index=False)
@@ -129,6 +141,7 @@ STAGE = Stage(
     code=("alignflow.tasks.dpo", "alignflow.training.win_rate", "alignflow.training.checkpoints",
           "alignflow.training.callbacks", "alignflow.sampling", "alignflow.model_card"),
     description="Direct preference optimisation of the SFT model (TRL DPOTrainer), the SFT model as reference.",
+    loads_models=True,
 )
 
 

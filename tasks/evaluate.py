@@ -98,6 +98,8 @@ def write_plots(frame: pd.DataFrame, out: Path) -> list[Path]:
 
 def run_evaluate(context: StageContext) -> StageOutput:
     from alignflow.evaluation.sweep import evaluate_model, format_summary, load_model, load_tasks
+    from alignflow.models import stage_placement
+    from alignflow.tracking import log_models
 
     settings: EvaluateConfig = context.config.stages.evaluate
     out = context.out_dir
@@ -110,8 +112,11 @@ def run_evaluate(context: StageContext) -> StageOutput:
     rows: list[dict] = []
     (out / "samples").mkdir()
     seconds = 0.0
+    placement = stage_placement(context.config)
     for name, model_path in models_to_evaluate(context.upstream):
-        model, tokenizer = load_model(model_path)
+        chat_template = context.config.chat_template if name == "pretrain" else None
+        model, tokenizer = load_model(model_path, placement, chat_template)
+        log_models(**{name: model})
         result = evaluate_model(model, tokenizer, tasks, sweep,
                                 on_progress=lambda line, name=name: print(f"[evaluate] {name}: {line}", flush=True))
         seconds += result.seconds
@@ -148,6 +153,7 @@ STAGE = Stage(
           "alignflow.evaluation.metrics", "alignflow.evaluation.sweep", "alignflow.demo.corpus",
           "alignflow.demo.lexicon"),
     description="Few-shot sweep (tasks x k) of every model; results table, curves, heatmap.",
+    loads_models=True,
 )
 
 

@@ -47,26 +47,31 @@ def ppo_settings(settings: PPOStageConfig, seed: int):
 
 
 def run_ppo(context: StageContext) -> StageOutput:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from alignflow.models import load_causal_lm, load_tokenizer, save_model, stage_placement
     from alignflow.progress import StepProgress
     from alignflow.rl.heldout import held_out_comparison
     from alignflow.rl.ppo_trainer import PPOTrainer
     from alignflow.rl.rollout import sequence_scores
-    from alignflow.tasks.reward_model import load_reward_model
+    from alignflow.tasks.reward_model import reward_model_and_tokenizer
+    from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.win_rate import compare_policies
 
     settings: PPOStageConfig = context.config.stages.ppo
     sft_path = context.upstream["sft"]["outputs"]["model"]
     reward_path = context.upstream["reward_model"]["outputs"]["model"]
     preference_outputs = context.upstream["preferences"]["outputs"]
-    tokenizer = AutoTokenizer.from_pretrained(sft_path)
-    policy = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
-    reference = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
-    value_model, _ = load_reward_model(reward_path)
-    reward_model, _ = load_reward_model(reward_path)
-    reward_model.eval().requires_grad_(False)
+    placement = stage_placement(context.config)
+    tokenizer = load_tokenizer(sft_path)
+    log_tokenizer_setup(tokenizer)
+    policy = load_causal_lm(sft_path, placement, trainable=True)
+    reference = load_causal_lm(sft_path, placement).requires_grad_(False)
+    value_model, _ = reward_model_and_tokenizer(reward_path, placement, trainable=True)
+    reward_model, _ = reward_model_and_tokenizer(reward_path, placement)
+    reward_model.requires_grad_(False)
+    if settings.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+        value_model.gradient_checkpointing_enable()
+    log_models(policy=policy, reference=reference, value=value_model, reward=reward_model)
     prompts = sorted(set(read_table(preference_outputs["pairs_train"])["prompt"]))
     if not prompts:
         raise DataError(f"ppo: no training prompt in {preference_outputs['pairs_train']}")
@@ -97,8 +102,7 @@ def run_ppo(context: StageContext) -> StageOutput:
 
     out = context.out_dir
     model_dir = out / "model"
-    policy.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_model(policy, tokenizer, model_dir)
     metrics: dict[str, float] = {"final_reward_mean": history["reward_mean"][-1][1] if history else float("nan"),
                                  "resumed_from_step": float(resume_step)}
     eval_prompts = read_table(preference_outputs["eval_prompts"])
@@ -133,6 +137,7 @@ STAGE = Stage(
     code=("alignflow.tasks.ppo", "alignflow.rl.ppo_trainer", "alignflow.rl.ppo_math", "alignflow.rl.rollout",
           "alignflow.training.win_rate", "alignflow.training.checkpoints", "alignflow.model_card"),
     description="PPO against the reward model with a per-token KL penalty to the SFT policy.",
+    loads_models=True,
 )
 
 

@@ -67,16 +67,17 @@ def prompt_id_of(pair_id: str) -> str:
 
 def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[str]) -> list[dict]:
     """K responses per prompt from the SFT model, scored by the oracle or the judge."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from alignflow.annotation import judge_scores
+    from alignflow.models import load_causal_lm, load_tokenizer, stage_placement
     from alignflow.sampling import generate_responses
+    from alignflow.tracking import log_models
 
     settings: PreferencesConfig = context.config.stages.preferences
     policy_path = context.upstream["sft"]["outputs"]["model"]
-    tokenizer = AutoTokenizer.from_pretrained(policy_path)
-    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
+    placement = stage_placement(context.config)
+    tokenizer = load_tokenizer(policy_path)
+    model = load_causal_lm(policy_path, placement)
+    log_models(policy=model)
     sampled = generate_responses(model, tokenizer, prompts, num_samples=settings.num_samples,
                                  temperature=settings.temperature, top_p=settings.top_p,
                                  max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
@@ -85,8 +86,8 @@ def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[st
     if settings.annotator == "judge":
         judge_path = settings.judge.model or policy_path
         judge = (model, tokenizer) if judge_path == policy_path else (
-            AutoModelForCausalLM.from_pretrained(judge_path, dtype=torch.float32),
-            AutoTokenizer.from_pretrained(judge_path))
+            load_causal_lm(judge_path, placement), load_tokenizer(judge_path))
+        log_models(judge=judge[0])
     rankings = []
     for row, prompt, responses in zip(rows.to_dict("records"), prompts, sampled, strict=True):
         texts = [r.text for r in responses]
@@ -101,16 +102,17 @@ def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[st
 
 
 def run_preferences(context: StageContext) -> StageOutput:
-    from transformers import AutoTokenizer
-
+    from alignflow.models import load_tokenizer
     from alignflow.tasks.sft import prompt_template
+    from alignflow.tracking import log_tokenizer_setup
     from alignflow.training.sft_data import prompt_text
 
     settings: PreferencesConfig = context.config.stages.preferences
     seed = context.config.seed
     out = context.out_dir
     data = context.upstream["validate"]["outputs"]
-    tokenizer = AutoTokenizer.from_pretrained(context.upstream["sft"]["outputs"]["model"])
+    tokenizer = load_tokenizer(context.upstream["sft"]["outputs"]["model"])
+    log_tokenizer_setup(tokenizer)
     template = prompt_template(context.config.stages.sft, tokenizer)
     train_rows = read_table(data["train"])
     prompt_of = {row["id"]: prompt_text(row, tokenizer, template) for row in train_rows.to_dict("records")}
@@ -160,6 +162,12 @@ def run_preferences(context: StageContext) -> StageOutput:
         raise DataError("preferences: no preference pair was made (every ranking tied or was rejected); see "
                          f"{out / 'rejected.parquet'}")
     heldout = table["id"].map(lambda i: is_heldout_prompt(prompt_id_of(i), settings.heldout_fraction, seed))
+    if heldout.all():
+        # Every training stage after this one needs training pairs; TRL's trainers stop with a bare
+        # StopIteration on an empty dataset (what a tiny Qwen2 run hit in reward_model).
+        raise DataError(f"preferences: all {len(table)} pairs come from held-out prompts "
+                        f"(heldout_fraction={settings.heldout_fraction}), none is left to train on; sample more "
+                        "prompts (max_prompts, tasks) or lower heldout_fraction")
     write_table(table[~heldout], out / "pairs_train.parquet")
     write_table(table[heldout], out / "pairs_heldout.parquet")
     held_rows = train_rows[train_rows["id"].isin({r["prompt_id"] for r in rankings
@@ -215,6 +223,7 @@ STAGE = Stage(
     code=("alignflow.tasks.preferences", "alignflow.data.preferences", "alignflow.schemas.preference",
           "alignflow.sampling", "alignflow.annotation", "alignflow.training.sft_data"),
     description="Sample K responses per prompt from the SFT model, annotate, and build preference pairs.",
+    loads_models=True,
 )
 
 

@@ -18,7 +18,7 @@ from prefect import task
 from alignflow.plots import line_plot
 from alignflow.progress import StepProgress
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import PipelineConfig, PretrainConfig
+from alignflow.schemas.config import PipelineConfig
 from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.tracking import log_table_input
 
@@ -48,14 +48,19 @@ def write_corpus(rows: list[dict], path: Path) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def build_demo_base_model(settings: PretrainConfig, seed: int, out_dir: Path) -> StageOutput:
+def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
     """Corpus -> tokenizer -> tiny Llama -> pretraining; saves model/ (safetensors + tokenizer)."""
     # Heavy ML imports stay inside the function: a fully cached run never pays for them.
+    import torch
+
     from alignflow.demo.corpus import generate_streams
     from alignflow.demo.model import build_llama
     from alignflow.demo.pretraining import LoopSettings, evaluate_loss, pack_blocks, train_causal_lm
     from alignflow.demo.tokenizer import train_tokenizer
+    from alignflow.models import stage_placement
+    from alignflow.tracking import log_models
 
+    settings, seed = config.stages.pretrain, config.seed
     corpus_cfg, train_cfg = settings.corpus, settings.training
     rows = list(generate_streams(
         n_streams=corpus_cfg.n_streams, max_items=corpus_cfg.max_items,
@@ -72,7 +77,10 @@ def build_demo_base_model(settings: PretrainConfig, seed: int, out_dir: Path) ->
     n_val = max(1, int(len(blocks) * train_cfg.validation_fraction)) if train_cfg.validation_fraction else 0
     train_blocks, val_blocks = blocks[n_val:], blocks[:n_val]
 
-    model = build_llama(tokenizer, seed=seed, **settings.model.model_dump())
+    placement = stage_placement(config)
+    model = build_llama(tokenizer, seed=seed, **settings.model.model_dump()).to(
+        placement.torch_device, getattr(torch, placement.train_dtype))
+    log_models(base=model)
     n_params = sum(p.numel() for p in model.parameters())
     mlflow.log_params({"n_parameters": n_params, "corpus_tokens": int(blocks.numel()), "vocab_size": len(tokenizer)})
 
@@ -103,16 +111,11 @@ def build_demo_base_model(settings: PretrainConfig, seed: int, out_dir: Path) ->
 
 
 def reference_base_model(name_or_path: str, out_dir: Path) -> StageOutput:
-    """Check that a hub id or local folder holds a loadable config and tokenizer; record it."""
-    from transformers import AutoConfig, AutoTokenizer
+    """Check that a hub id or local folder holds a causal LM (weights' headers, config, tokenizer)
+    without loading its weights; record it."""
+    from alignflow.models import check_causal_lm
 
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-        AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"base_model {name_or_path!r} cannot be loaded: {error}") from None
-    record = {"base_model": name_or_path, "model_type": config.model_type,
-              "architectures": getattr(config, "architectures", None)}
+    record = check_causal_lm(name_or_path)
     (out_dir / "base_model.json").write_text(json.dumps(record, indent=1))
     mlflow.log_dict(record, "base_model.json")
     return StageOutput(outputs={"model": name_or_path}, summary=record)
@@ -121,7 +124,7 @@ def reference_base_model(name_or_path: str, out_dir: Path) -> StageOutput:
 def run_pretrain(context: StageContext) -> StageOutput:
     if context.config.base_model:
         return reference_base_model(context.config.base_model, context.out_dir)
-    return build_demo_base_model(context.config.stages.pretrain, context.config.seed, context.out_dir)
+    return build_demo_base_model(context.config, context.out_dir)
 
 
 STAGE = Stage(
@@ -132,6 +135,7 @@ STAGE = Stage(
     code=("alignflow.tasks.pretrain", "alignflow.demo.corpus", "alignflow.demo.lexicon",
           "alignflow.demo.tokenizer", "alignflow.demo.model", "alignflow.demo.pretraining"),
     description="Build the demo base model, or reference base_model.",
+    loads_models=True,
 )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from prefect import task
 
 from alignflow.data.tables import read_table
+from alignflow.errors import DataError
 from alignflow.model_card import publish_model
 from alignflow.plots import histogram, line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
@@ -23,7 +24,6 @@ from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
     resume_point,
-    trainer_device_args,
 )
 
 
@@ -40,17 +40,13 @@ def pair_dataset(path: str, use_margin: bool):
     return Dataset.from_pandas(frame[columns].reset_index(drop=True), preserve_index=False)
 
 
-def load_reward_model(path: str):
-    """A sequence-classification model with one output from a causal LM folder (or a reward model)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def reward_model_and_tokenizer(path: str, placement, *, trainable: bool = False):
+    """A one-output sequence classifier from a causal LM folder (or a reward model), and its prepared
+    tokenizer, on `placement`."""
+    from alignflow.models import load_reward_model, load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    tokenizer = load_tokenizer(path)
+    return load_reward_model(path, placement, tokenizer, trainable=trainable), tokenizer
 
 
 def run_reward_model(context: StageContext) -> StageOutput:
@@ -58,6 +54,8 @@ def run_reward_model(context: StageContext) -> StageOutput:
     from transformers.utils import logging as transformers_logging
     from trl import RewardConfig, RewardTrainer
 
+    from alignflow.models import save_model, stage_placement, trainer_precision
+    from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.reward import pair_accuracy, score_texts
 
@@ -65,8 +63,13 @@ def run_reward_model(context: StageContext) -> StageOutput:
     settings: RewardModelConfig = context.config.stages.reward_model
     pairs = context.upstream["preferences"]["outputs"]
     base = context.upstream["sft"]["outputs"]["model"]
-    model, tokenizer = load_reward_model(base)
+    placement = stage_placement(context.config)
+    model, tokenizer = reward_model_and_tokenizer(base, placement, trainable=True)
+    log_models(reward=model)
+    log_tokenizer_setup(tokenizer)
     train = pair_dataset(pairs["pairs_train"], settings.use_margin)
+    if not len(train):
+        raise DataError(f"reward_model: {pairs['pairs_train']} holds no preference pair to train on")
     heldout = pair_dataset(pairs["pairs_heldout"], settings.use_margin)
     checkpoints = checkpoint_dir(context.config, "reward_model", context.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
@@ -79,7 +82,7 @@ def run_reward_model(context: StageContext) -> StageOutput:
         max_length=settings.max_length, center_rewards_coefficient=settings.center_rewards_coefficient,
         logging_steps=settings.logging_steps, eval_strategy="steps" if len(heldout) else "no",
         eval_steps=settings.eval_steps, save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2,
-        seed=context.config.seed, **trainer_device_args())
+        seed=context.config.seed, **trainer_precision(placement, settings.gradient_checkpointing))
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout if len(heldout) else None,
                             processing_class=tokenizer, callbacks=[metrics_callback, ProgressBar("reward_model")])
     trainer.remove_callback(PrinterCallback)
@@ -88,8 +91,7 @@ def run_reward_model(context: StageContext) -> StageOutput:
 
     out = context.out_dir
     model_dir = out / "model"
-    trainer.model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_model(trainer.model, tokenizer, model_dir)
     evaluation = read_table(pairs["pairs_heldout"]) if len(heldout) else read_table(pairs["pairs_train"])
     chosen = score_texts(trainer.model, tokenizer, list(evaluation["prompt"] + evaluation["chosen"]),
                          max_length=settings.max_length)
@@ -125,6 +127,7 @@ STAGE = Stage(
     code=("alignflow.tasks.reward_model", "alignflow.training.reward", "alignflow.training.checkpoints",
           "alignflow.training.callbacks", "alignflow.model_card"),
     description="Bradley-Terry reward model on the preference pairs (TRL RewardTrainer).",
+    loads_models=True,
 )
 
 

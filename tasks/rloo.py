@@ -24,6 +24,7 @@ STAGE = Stage(
     code=("alignflow.tasks.rloo", "alignflow.training.group_rl", "alignflow.rl.heldout", "alignflow.rl.rollout",
           "alignflow.training.checkpoints", "alignflow.training.callbacks", "alignflow.model_card"),
     description="RLOO (TRL) against the reward model, the SFT policy as reference.",
+    loads_models=True,
 )
 
 

@@ -216,14 +216,16 @@ def count_metrics(candidates: list[Candidate], rounds: int, pool: InstructionPoo
     }
 
 
-def load_writers(generator: str, teacher: str | None, settings: SelfInstructConfig) -> Writers:
+def load_writers(generator: str, teacher: str | None, settings: SelfInstructConfig, placement=None) -> Writers:
     """The generator writes instructions and inputs; the teacher, when set, writes the outputs."""
     # torch/transformers load here, not at import: a fully cached run never pays for them.
     from alignflow.generation import LineWriter, SamplingSettings
+    from alignflow.tracking import log_models
 
     sampling = SamplingSettings(settings.temperature, settings.top_p, settings.max_new_tokens)
-    generator_model = LineWriter(generator)
-    output_model = generator_model if teacher is None else LineWriter(teacher)
+    generator_model = LineWriter(generator, placement)
+    output_model = generator_model if teacher is None else LineWriter(teacher, placement)
+    log_models(generator=generator_model.model, **({"teacher": output_model.model} if teacher else {}))
 
     def complete_with(model: LineWriter) -> Writer:
         return lambda prompts, seed: model.complete(prompts, sampling, seed)
@@ -240,7 +242,9 @@ def run_self_instruct(context: StageContext) -> StageOutput:
     log_table_input(pool_frame, pool_path, "build-instructions", context="input")
 
     generator = settings.generator or context.upstream["pretrain"]["outputs"]["model"]
-    writers = load_writers(generator, settings.teacher, settings)
+    from alignflow.models import stage_placement
+
+    writers = load_writers(generator, settings.teacher, settings, stage_placement(context.config))
     started = time.perf_counter()
     with StepProgress(STAGE_NAME, total=settings.max_rounds) as progress:
         kept_so_far = 0
@@ -282,6 +286,7 @@ STAGE = Stage(
     code=("alignflow.tasks.self_instruct", "alignflow.data.self_instruct", "alignflow.data.rouge",
           "alignflow.generation", "alignflow.data.tables", "alignflow.schemas.instruction"),
     description="Bootstrap instructions, inputs and outputs from the build pool with the generator model.",
+    loads_models=True,
 )
 
 

@@ -23,6 +23,7 @@ from prefect import task
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.model_card import publish_model
+from alignflow.models import Placement, resolve_placement, trainer_precision
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, SFTStageConfig
@@ -31,7 +32,6 @@ from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
     resume_point,
-    trainer_device_args,
 )
 from alignflow.training.sft_data import IGNORE, PromptTemplate, tokenize_row
 
@@ -63,7 +63,9 @@ def tokenize_table(frame: pd.DataFrame, tokenizer, template: PromptTemplate,
     return examples, origins, dropped
 
 
-def trainer_arguments(settings: SFTStageConfig, output_dir: Path, seed: int, has_validation: bool):
+def trainer_arguments(settings: SFTStageConfig, output_dir: Path, seed: int, has_validation: bool,
+                      placement: Placement | None = None):
+    """TRL's SFTConfig for the stage's settings, on `placement` (default: the automatic one)."""
     from trl import SFTConfig
 
     return SFTConfig(
@@ -86,7 +88,7 @@ def trainer_arguments(settings: SFTStageConfig, output_dir: Path, seed: int, has
         save_total_limit=2,
         seed=seed,
         include_num_input_tokens_seen="non_padding",
-        **trainer_device_args(),
+        **trainer_precision(placement or resolve_placement(), settings.gradient_checkpointing),
     )
 
 
@@ -145,12 +147,13 @@ def log_mix(shares: list, out_dir: Path) -> dict[str, float]:
 
 
 def run_sft(context: StageContext) -> StageOutput:
-    import torch
     from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
+    from alignflow.models import load_causal_lm, load_tokenizer, save_model, stage_placement
+    from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.curriculum import CurriculumSampler
     from alignflow.training.sft_trainer import AlignflowSFTTrainer
@@ -161,7 +164,9 @@ def run_sft(context: StageContext) -> StageOutput:
     seed = context.config.seed
     base = context.upstream["pretrain"]["outputs"]["model"]
     data = context.upstream["validate"]["outputs"]
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    placement = stage_placement(context.config)
+    tokenizer = load_tokenizer(base, context.config.chat_template)
+    log_tokenizer_setup(tokenizer)
     template = prompt_template(settings, tokenizer)
     examples, origins, dropped_train = tokenize_table(read_table(data["train"]), tokenizer, template,
                                                       settings.max_length)
@@ -171,12 +176,13 @@ def run_sft(context: StageContext) -> StageOutput:
         raise DataError(f"sft: no training example left from {data['train']} (all {dropped_train} rows lost their "
                          f"response to truncation at max_length={settings.max_length})")
     overrides = {"attention_dropout": settings.dropout} if settings.dropout is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **overrides)
+    model = load_causal_lm(base, placement, trainable=True, **overrides)
+    log_models(policy=model)
     peft_config = None
     if settings.method == "lora":
         peft_config = PeftLoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha,
                                      lora_dropout=settings.lora.dropout,
-                                     target_modules=list(settings.lora.target_modules), task_type="CAUSAL_LM")
+                                     target_modules=settings.lora.target_modules, task_type="CAUSAL_LM")
 
     metrics: dict[str, float] = {}
     stream, sampler, phases_seen = None, None, []
@@ -206,7 +212,7 @@ def run_sft(context: StageContext) -> StageOutput:
         trainer_kwargs["train_sampler"] = sampler
     trainer = AlignflowSFTTrainer(
         model=model,
-        args=trainer_arguments(settings, checkpoints, seed, len(validation) > 0),
+        args=trainer_arguments(settings, checkpoints, seed, len(validation) > 0, placement),
         train_dataset=train,
         eval_dataset=Dataset.from_list(validation) if validation else None,
         processing_class=tokenizer,
@@ -222,8 +228,7 @@ def run_sft(context: StageContext) -> StageOutput:
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later forced rerun starts afresh
     model_dir = context.out_dir / "model"
     trained = trainer.model.merge_and_unload() if settings.method == "lora" else trainer.model
-    trained.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_model(trained, tokenizer, model_dir)
     history = metrics_callback.history
     line_plot(context.out_dir / "loss_curve.png", "SFT loss", "step", "loss",
               {"train": history.get("loss", []), "validation": history.get("eval_loss", [])})
@@ -263,6 +268,7 @@ STAGE = Stage(
           "alignflow.training.mixing", "alignflow.training.curriculum", "alignflow.training.stability",
           "alignflow.training.sft_trainer", "alignflow.training.checkpoints", "alignflow.model_card"),
     description="Supervised fine-tuning (full or LoRA) with loss on responses only.",
+    loads_models=True,
 )
 
 

@@ -294,6 +294,15 @@ def test_first_eos_mask_with_and_without_eos():
 def test_eos_penalty_only_hits_responses_without_eos():
     scores = t([1.0, 1.0, 0.5])
     response_ids = torch.tensor([[5, 2, 0], [5, 6, 7], [2, 0, 0]])
-    out = eos_penalty(scores, response_ids, eos_token_id=2, penalty=-1.0)
+    out = eos_penalty(scores, response_ids, 2, penalty=-1.0)
     close(out, [1.0, 0.0, 0.5])
     close(scores, [1.0, 1.0, 0.5])  # not changed in place
+
+
+def test_several_stop_ids_end_responses_for_masks_and_the_penalty():
+    """Qwen-style: <|im_end|> (7) ends an assistant turn while eos is <|endoftext|> (2)."""
+    response_ids = torch.tensor([[5, 7, 2, 0], [5, 6, 2, 9], [5, 6, 8, 9]])
+    assert first_eos_mask(response_ids, [2, 7]).tolist() == [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    assert first_eos_mask(response_ids, 2).tolist() == [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    close(eos_penalty(t([1.0, 1.0, 1.0]), response_ids, [7], penalty=-1.0), [1.0, 0.0, 0.0])
+    close(eos_penalty(t([1.0, 1.0, 1.0]), response_ids, (2, 7), penalty=-1.0), [1.0, 1.0, 0.0])

@@ -60,6 +60,7 @@ def train_causal_lm(model: torch.nn.Module, blocks: torch.Tensor, settings: Loop
         lr=settings.learning_rate, betas=(0.9, 0.95),
     )
     model.train()
+    device = next(model.parameters()).device
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     metrics: dict[str, float] = {}
     for step in range(settings.steps):
@@ -68,7 +69,7 @@ def train_causal_lm(model: torch.nn.Module, blocks: torch.Tensor, settings: Loop
         for group in optimizer.param_groups:
             group["lr"] = lr
         rows = torch.randint(0, blocks.shape[0], (settings.batch_size,), generator=generator)
-        batch = blocks[rows]
+        batch = blocks[rows].to(device)
         loss = _next_token_loss(model, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
@@ -105,7 +106,7 @@ def evaluate_loss(model: torch.nn.Module, blocks: torch.Tensor, batch_size: int)
     model.eval()
     total, count = 0.0, 0
     for start in range(0, blocks.shape[0], batch_size):
-        batch = blocks[start : start + batch_size]
+        batch = blocks[start : start + batch_size].to(next(model.parameters()).device)
         total += _next_token_loss(model, batch).item() * batch.shape[0]
         count += batch.shape[0]
     return total / max(count, 1)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from alignflow.models import response_stop_ids
+
 
 @dataclass(frozen=True)
 class Request:
@@ -119,11 +121,11 @@ def _score_plain(model, requests: list[Request], batch_tokens: int) -> list[tupl
         for row, i in enumerate(chunk):
             tokens = (requests[i].context + requests[i].continuation)[:-1]
             ids[row, : len(tokens)] = torch.tensor(tokens)
-        logprobs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+        logprobs = torch.log_softmax(model(input_ids=ids.to(model.device)).logits.float(), dim=-1)
         for row, i in enumerate(chunk):
             n_ctx, n_cont = len(requests[i].context), len(requests[i].continuation)
             results[i] = _continuation_scores(logprobs[row, n_ctx - 1 : n_ctx - 1 + n_cont],
-                                              torch.tensor(requests[i].continuation))
+                                              torch.tensor(requests[i].continuation, device=logprobs.device))
     return results
 
 
@@ -174,15 +176,16 @@ def _score_groups(model, requests: list[Request], groups: list[_Group], batch_to
     mask hides the padding between a short prefix and its row, and position ids continue from
     the prefix's own length, so every row computes exactly what it would alone.
     """
+    device = model.device
     lengths = [len(group.prefix) for group in groups]
     width = max(lengths)
     ids = torch.zeros((len(groups), width), dtype=torch.long)
     for g, group in enumerate(groups):
         ids[g, : lengths[g]] = torch.tensor(group.prefix, dtype=torch.long)
-    out = model(input_ids=ids, use_cache=True)
+    out = model(input_ids=ids.to(device), use_cache=True)
     cache = _output_cache(out)
-    last_index = torch.tensor(lengths) - 1
-    last = torch.log_softmax(out.logits[torch.arange(len(groups)), last_index].float(), dim=-1)
+    last_index = torch.tensor(lengths, device=device) - 1
+    last = torch.log_softmax(out.logits[torch.arange(len(groups), device=device), last_index].float(), dim=-1)
     del out
     rows = [(g, context[lengths[g]:] + continuation, len(context) - lengths[g], continuation, members)
             for g, group in enumerate(groups)
@@ -205,15 +208,16 @@ def _score_groups(model, requests: list[Request], groups: list[_Group], batch_to
                 mask[r, : lengths[g]] = 1
                 mask[r, width : width + len(feed)] = 1
                 positions[r] = torch.arange(lengths[g], lengths[g] + longest)
-            selected = _select_cache(cache, torch.tensor([row[0] for row in chunk]))
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                           **{_cache_argument(model): selected}).logits
+            selected = _select_cache(cache, torch.tensor([row[0] for row in chunk], device=device))
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                           use_cache=True, **{_cache_argument(model): selected}).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
         for r, (g, _, n_rest, continuation, members) in enumerate(chunk):
             # position j of [last prefix log-probs, row log-probs...] predicts token j of rest + continuation
             head = last[g].unsqueeze(0)
             stacked = head if logprobs is None else torch.cat([head, logprobs[r]], dim=0)
-            score = _continuation_scores(stacked[n_rest : n_rest + len(continuation)], torch.tensor(continuation))
+            score = _continuation_scores(stacked[n_rest : n_rest + len(continuation)],
+                                         torch.tensor(continuation, device=device))
             for i in members:
                 results[i] = score
 
@@ -273,8 +277,9 @@ def generate_greedy(model, tokenizer, contexts: Sequence[str], *, until: Sequenc
         for row, tokens in enumerate(batch):
             ids[row, width - len(tokens):] = torch.tensor(tokens)
             mask[row, width - len(tokens):] = 1
-        generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                   do_sample=False, pad_token_id=pad)
+        generated = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                                   eos_token_id=response_stop_ids(tokenizer))
         for row in generated[:, width:]:
             text = tokenizer.decode(row, skip_special_tokens=True)
             cut = min([text.index(s) for s in until if s in text], default=len(text))

@@ -13,6 +13,7 @@ of `response_ids[:, t]`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -251,23 +252,30 @@ class FixedKLController:
 
 # ---------------------------------------------------------------------------------------- response shape
 
-def first_eos_mask(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """(B, R) long mask: 1 up to and including the first eos token, 0 after; all 1 without eos.
+def is_stop(response_ids: torch.Tensor, stop_ids: int | Sequence[int]) -> torch.Tensor:
+    """(B, R) bool: which tokens end a response (one eos id, or several stop ids)."""
+    ids = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids)
+    return torch.isin(response_ids, torch.tensor(ids, dtype=response_ids.dtype, device=response_ids.device))
 
-    Generation keeps padding (often the eos id itself) after the first eos, which must not count.
+
+def first_eos_mask(response_ids: torch.Tensor, stop_ids: int | Sequence[int]) -> torch.Tensor:
+    """(B, R) long mask: 1 up to and including the first stop token, 0 after; all 1 without one.
+
+    Generation keeps padding (often the eos id itself) after the first stop, which must not count.
     """
-    is_eos = (response_ids == eos_token_id).long()
+    is_eos = is_stop(response_ids, stop_ids).long()
     eos_before = is_eos.cumsum(1) - is_eos  # how many eos tokens strictly before each position
     return (eos_before == 0).long()
 
 
 def eos_penalty(
-    scores: torch.Tensor, response_ids: torch.Tensor, eos_token_id: int, penalty: float
+    scores: torch.Tensor, response_ids: torch.Tensor, stop_ids: int | Sequence[int], penalty: float
 ) -> torch.Tensor:
-    """(B,) scores with `penalty` added where a response never emitted eos (it was cut off at max length).
+    """(B,) scores with `penalty` added where a response never emitted a stop token (it was cut off at
+    max length).
 
     Huang et al. 2024 (the eos trick): without it the policy learns to ramble up to the length limit.
     Returns a new tensor.
     """
-    truncated = ~(response_ids == eos_token_id).any(1)
+    truncated = ~is_stop(response_ids, stop_ids).any(1)
     return scores + penalty * truncated.to(scores.dtype)

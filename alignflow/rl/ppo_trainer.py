@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from alignflow.models import response_stop_ids
 from alignflow.rl import ppo_math as pm
 from alignflow.rl.rollout import RewardFunction, response_logprobs, response_values, rollout
 from alignflow.training.stability import check_finite
@@ -92,7 +93,8 @@ class PPOTrainer:
         mask = batch.response_mask.float()
         scores = batch.scores
         if s.missing_eos_penalty is not None:
-            scores = pm.eos_penalty(scores, batch.response_ids, self.tokenizer.eos_token_id, s.missing_eos_penalty)
+            scores = pm.eos_penalty(scores, batch.response_ids, response_stop_ids(self.tokenizer),
+                                    s.missing_eos_penalty)
         coef = float(self.kl.value)
         rewards, kl = pm.per_token_rewards(scores, batch.logprobs, batch.ref_logprobs, mask, coef, s.kl_estimator)
         advantages, returns = pm.gae(rewards, batch.values, mask, s.gamma, s.lam)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from alignflow.models import response_stop_ids
 from alignflow.rl.ppo_math import RolloutBatch, entropy_from_logits, first_eos_mask, logprobs_from_logits
 from alignflow.sampling import left_padded
 
@@ -69,12 +70,13 @@ def generate(policy, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, 
     """(query_ids, query_mask, response_ids, response_mask) for one sampled response per prompt."""
     device = next(policy.parameters()).device
     batch = left_padded(tokenizer, prompts, device)
+    stops = response_stop_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     output = policy.generate(**batch, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                             max_new_tokens=max_new_tokens, use_cache=use_cache, eos_token_id=tokenizer.eos_token_id,
+                             max_new_tokens=max_new_tokens, use_cache=use_cache, eos_token_id=stops,
                              pad_token_id=pad)
     response_ids = output[:, batch["input_ids"].shape[1]:]
-    response_mask = first_eos_mask(response_ids, tokenizer.eos_token_id)
+    response_mask = first_eos_mask(response_ids, stops)
     response_ids = response_ids.masked_fill(response_mask == 0, pad)
     return batch["input_ids"], batch["attention_mask"], response_ids, response_mask
 

@@ -51,12 +51,3 @@ def carry_over_metrics(checkpoints: Path, run_id: str, step: int) -> None:
     checkpoints.mkdir(parents=True, exist_ok=True)
     marker.write_text(run_id)
 
-
-def trainer_device_args() -> dict:
-    """CPU or GPU settings every TRL config needs (TRL defaults to bf16 and activation checkpointing)."""
-    import torch
-
-    on_gpu = torch.cuda.is_available()
-    return {"use_cpu": not on_gpu, "bf16": on_gpu and torch.cuda.is_bf16_supported(),
-            "activation_checkpointing": False, "report_to": "none", "disable_tqdm": True,
-            "dataloader_num_workers": 0}

@@ -1,7 +1,7 @@
 """GRPO and RLOO through TRL, on the same footing as alignflow's PPO.
 
 Same prompts (the preference stage's training prompts), same reward model (passed to TRL as the
-reward function: a sequence-classification model folder), same reference (the SFT model), and the
+reward function: the sequence-classification model, loaded on the stage's placement), same reference (the SFT model), and the
 same held-out measurement (reward-model score against the SFT policy, KL to it), so that the
 three methods can be compared run by run in MLflow.
 """
@@ -15,26 +15,28 @@ import mlflow
 from alignflow.data.tables import read_table
 from alignflow.model_card import publish_model
 from alignflow.stage import StageContext, StageOutput
-from alignflow.training.checkpoints import (
-    carry_over_metrics,
-    checkpoint_dir,
-    resume_point,
-    trainer_device_args,
-)
+from alignflow.training.checkpoints import carry_over_metrics, checkpoint_dir, resume_point
 
 METHODS = {"grpo": ("GRPOTrainer", "GRPOConfig", "GRPO (group-relative policy optimisation)"),
            "rloo": ("RLOOTrainer", "RLOOConfig", "RLOO (REINFORCE leave-one-out)")}
 
 
 def run_group_rl(context: StageContext) -> StageOutput:
-    import torch
     import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
+    from alignflow.models import (
+        load_causal_lm,
+        load_tokenizer,
+        save_model,
+        stage_placement,
+        trainer_precision,
+    )
     from alignflow.rl.heldout import held_out_comparison
-    from alignflow.tasks.reward_model import load_reward_model
+    from alignflow.tasks.reward_model import reward_model_and_tokenizer
+    from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
 
     transformers_logging.disable_progress_bar()
@@ -45,9 +47,15 @@ def run_group_rl(context: StageContext) -> StageOutput:
     reward_path = context.upstream["reward_model"]["outputs"]["model"]
     preference_outputs = context.upstream["preferences"]["outputs"]
     prompts = sorted(set(read_table(preference_outputs["pairs_train"])["prompt"]))
-    tokenizer = AutoTokenizer.from_pretrained(sft_path)
+    placement = stage_placement(context.config)
+    tokenizer = load_tokenizer(sft_path)
+    log_tokenizer_setup(tokenizer)
     tokenizer.padding_side = "left"
-    policy = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
+    policy = load_causal_lm(sft_path, placement, trainable=True)
+    # The reward model goes to TRL loaded (on the placement, with its prepared tokenizer), not as a
+    # folder TRL would load itself on the CPU in float32.
+    reward_model, reward_tokenizer = reward_model_and_tokenizer(reward_path, placement)
+    reward_model.requires_grad_(False)
     checkpoints = checkpoint_dir(context.config, method, context.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
@@ -56,26 +64,28 @@ def run_group_rl(context: StageContext) -> StageOutput:
         num_generations=settings.num_generations, learning_rate=settings.learning_rate, beta=settings.beta,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,
         logging_steps=settings.logging_steps, save_strategy="steps", save_steps=settings.save_steps,
-        save_total_limit=2, seed=context.config.seed, **trainer_device_args())
+        save_total_limit=2, seed=context.config.seed,
+        **trainer_precision(placement, settings.gradient_checkpointing))
     metrics_callback = MlflowMetrics()
-    trainer = getattr(trl, trainer_name)(model=policy, reward_funcs=reward_path, args=args,
+    trainer = getattr(trl, trainer_name)(model=policy, reward_funcs=[reward_model], args=args,
+                                         reward_processing_classes=[reward_tokenizer],
                                          train_dataset=Dataset.from_dict({"prompt": prompts}),
                                          processing_class=tokenizer,
                                          callbacks=[metrics_callback, ProgressBar(method)])
     trainer.remove_callback(PrinterCallback)
+    log_models(policy=trainer.model, reward=reward_model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     shutil.rmtree(checkpoints, ignore_errors=True)
 
     model_dir = context.out_dir / "model"
-    trainer.model.save_pretrained(model_dir)
     tokenizer.padding_side = "right"
-    tokenizer.save_pretrained(model_dir)
+    save_model(trainer.model, tokenizer, model_dir)
     metrics = {"train_loss": float(result.training_loss), "prompts": len(prompts),
                "resumed_from_step": float(resume_step)}
     eval_prompts = read_table(preference_outputs["eval_prompts"])
     if len(eval_prompts):
-        reference = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
-        reward_model, _ = load_reward_model(reward_path)
+        reference = load_causal_lm(sft_path, placement)
+        log_models(reference=reference)
         metrics |= held_out_comparison(trainer.model, reference, reward_model, tokenizer, eval_prompts,
                                        max_new_tokens=settings.max_completion_length,
                                        temperature=settings.temperature, policy_name=method)
