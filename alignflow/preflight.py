@@ -13,7 +13,12 @@ LOCAL_ENDINGS = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
 
 
 def check_pipeline(config: PipelineConfig) -> None:
-    """The base model (folder, weights, config, tokenizer) and the build stage's input files exist."""
+    """The configured device and dtype exist here, the base model (folder, weights, config,
+    tokenizer) can be loaded, and the build stage's input files exist."""
+    if (config.execution.device, config.execution.dtype) != ("auto", "auto"):
+        from alignflow.models import resolve_placement
+
+        resolve_placement(config.execution.device, config.execution.dtype)  # ModelLoadError: one line
     if config.base_model:
         from alignflow.models import check_causal_lm
 

@@ -88,3 +88,17 @@ def test_a_stage_that_rejects_its_input_is_one_line_in_the_terminal(project):
     assert "build: 4 of 4 rows rejected" in result.stderr
     assert "bad.jsonl row 1 [colour] unexpected_field" in result.stderr
     assert output.count("4 of 4 rows rejected") == 1
+
+
+def test_a_device_this_machine_does_not_have_fails_before_any_flow_run(project, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    stages = {"pretrain": SMOKE_STAGES["stages"]["pretrain"]}
+    config = write_config(project, "cuda.yaml", stages, execution={"device": "cuda:0"})
+    line = one_error_line(run_in_this_process(["run", config], project, capsys))
+    assert "execution.device 'cuda:0': no CUDA device is available" in line
+    config = write_config(project, "fp16.yaml", stages, execution={"device": "cpu", "dtype": "float16"})
+    line = one_error_line(run_in_this_process(["validate", config], project, capsys))
+    assert "float16 needs a CUDA device" in line

@@ -1,0 +1,44 @@
+"""The device policy and the model door's checks, without a pipeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from alignflow.errors import ModelLoadError
+from alignflow.models import local_model_problem, resolve_placement, trainer_precision
+
+
+def test_auto_on_a_cpu_is_float32_and_an_explicit_dtype_is_kept():
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    auto = resolve_placement()
+    assert (auto.device, auto.dtype, auto.train_dtype) == ("cpu", "float32", "float32")
+    bf16 = resolve_placement("cpu", "bfloat16")
+    assert (bf16.dtype, bf16.train_dtype) == ("bfloat16", "bfloat16")
+    args = trainer_precision(bf16, gradient_checkpointing=True)
+    assert args["use_cpu"] and args["bf16"] and not args["fp16"] and args["activation_checkpointing"]
+    assert not trainer_precision(auto)["bf16"]
+    with pytest.raises(ModelLoadError, match="float16 needs a CUDA device"):
+        resolve_placement("cpu", "float16")
+    with pytest.raises(ModelLoadError, match="no CUDA device"):
+        resolve_placement("cuda", "auto")
+
+
+def test_float16_trains_float32_weights_with_mixed_precision():
+    from alignflow.models import Placement
+
+    placement = Placement("cuda:0", "float16")
+    assert placement.train_dtype == "float32"
+    args = trainer_precision(placement)
+    assert args["fp16"] and not args["bf16"] and not args["use_cpu"]
+
+
+def test_local_paths_and_hub_ids(tmp_path):
+    assert local_model_problem("Qwen/Qwen2-0.5B") is None  # a hub id: known only when loading
+    assert local_model_problem(str(tmp_path / "absent")) == "no such folder"
+    assert local_model_problem("models/a/b") == "no such folder"  # two slashes: not a hub id
+    (tmp_path / "file.bin").write_bytes(b"x")
+    assert local_model_problem(str(tmp_path / "file.bin")) == "it is a file, not a model folder"
