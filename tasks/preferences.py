@@ -120,7 +120,7 @@ def run_preferences(context: StageContext) -> StageOutput:
 
     pairs: list[dict] = []
     refused: list[dict] = []
-    counts = {"ties": 0, "identical": 0}
+    counts = {"ties": 0, "identical": 0, "empty": 0}
     file_rows = 0
     metrics: dict[str, float] = {}
     rankings: list[dict] = []
@@ -188,12 +188,14 @@ def run_preferences(context: StageContext) -> StageOutput:
     mlflow.log_artifact(str(out / "rejected.parquet"), artifact_path="data")
     metrics |= {"pairs_train": int((~heldout).sum()), "pairs_heldout": int(heldout.sum()),
                 "ties_dropped": counts["ties"], "identical_dropped": counts["identical"],
+                "empty_dropped": counts["empty"],
                 "rows_rejected": len(rejected), "eval_prompts": len(eval_prompts),
                 "mean_margin": float(table["margin"].mean())}
     for rule, count in rejected["rule"].value_counts().items():
         metrics[f"rejected_{rule}"] = int(count)
-    print(f"[preferences] {len(table)} pairs ({metrics['pairs_heldout']} held out), {counts['ties']} ties and "
-          f"{counts['identical']} identical pairs dropped, {len(rejected)} rows rejected", flush=True)
+    print(f"[preferences] {len(table)} pairs ({metrics['pairs_heldout']} held out), {counts['ties']} ties, "
+          f"{counts['identical']} identical and {counts['empty']} with an empty response dropped, "
+          f"{len(rejected)} rows rejected", flush=True)
     return StageOutput(outputs={"pairs_train": str(out / "pairs_train.parquet"),
                                 "pairs_heldout": str(out / "pairs_heldout.parquet"),
                                 "eval_prompts": str(out / "eval_prompts.parquet"),

@@ -50,7 +50,7 @@ def test_all_pairs_uses_every_untied_pair_with_the_higher_score_chosen():
         ("p-1-3", "B", "D", 1.0),
         ("p-2-3", "C", "D", 3.0),
     ]
-    assert counts == {"ties": 1, "identical": 0}  # A vs C
+    assert counts == {"ties": 1, "identical": 0, "empty": 0}  # A vs C
     assert all(p["prompt"] == "prompt" and p["source"] == "ann" and p["task"] == "" for p in pairs)
 
 
@@ -63,21 +63,30 @@ def test_best_vs_rest_pairs_each_best_with_every_lower_and_drops_ties_among_the_
         ("p-2-1", "C", "B", 2.0),
         ("p-2-3", "C", "D", 3.0),
     ]
-    assert counts == {"ties": 1, "identical": 0}
+    assert counts == {"ties": 1, "identical": 0, "empty": 0}
     assert {p["task"] for p in pairs} == {"math"}
 
 
 def test_best_vs_rest_with_a_single_best_ignores_ties_below_it():
     pairs, counts = pairs_from_scores("q", "x", ["a", "b", "c"], [5, 2, 2], strategy="best_vs_rest", source="s")
     assert summary(pairs) == [("q-0-1", "a", "b", 3.0), ("q-0-2", "a", "c", 3.0)]
-    assert counts == {"ties": 0, "identical": 0}
+    assert counts == {"ties": 0, "identical": 0, "empty": 0}
+
+
+def test_an_empty_response_is_never_paired_and_is_counted():
+    """A policy can end its answer at once; the pair table allows no empty text, so such pairs are
+    left out and counted rather than failing the stage."""
+    pairs, counts = pairs_from_scores("e", "x", ["good", "", "  "], [2, 1, 0], strategy="all_pairs", source="s")
+    assert pairs == []
+    assert counts == {"ties": 0, "identical": 1, "empty": 2}  # ("", "  ") are the same text
+    pairs_table(pairs)
 
 
 def test_identical_texts_are_never_paired_and_are_counted():
     pairs, counts = pairs_from_scores("r", "x", ["same", " same\n", "other"], [2, 1, 0], strategy="all_pairs",
                                       source="s")
     assert [(p["chosen"].strip(), p["rejected"]) for p in pairs] == [("same", "other"), ("same", "other")]
-    assert counts == {"ties": 0, "identical": 1}
+    assert counts == {"ties": 0, "identical": 1, "empty": 0}
 
 
 def test_pairs_from_scores_rejects_bad_arguments():
@@ -92,7 +101,7 @@ def test_pairs_from_rows_sums_counts_and_pairs_table_validates():
             {"prompt_id": "q", "prompt": "y", "responses": ["a", "a", "b"], "scores": [2, 1, 1]}]
     pairs, counts = pairs_from_rows(rows, strategy="all_pairs", source="s")
     assert len(pairs) == 5 + 1  # q: a(0) > b(2); a(0) vs a(1) identical; a(1) vs b(2) tie
-    assert counts == {"ties": 2, "identical": 1}
+    assert counts == {"ties": 2, "identical": 1, "empty": 0}
     table = pairs_table(pairs)
     assert list(table.columns) == PREFERENCE_COLUMNS and len(table) == 6
     assert table["id"].is_unique
@@ -254,7 +263,7 @@ def test_ultrafeedback_import_ranks_completions_by_score(tmp_path):
         (5, "missing_responses", "completions")]
     rows, _ = read_ultrafeedback(path)
     _, counts = pairs_from_rows(rows, strategy="best_vs_rest", source="s")
-    assert counts == {"ties": 1, "identical": 0}
+    assert counts == {"ties": 1, "identical": 0, "empty": 0}
     all_pairs, _ = import_ultrafeedback(path, "all_pairs")
     assert len(all_pairs) == 3  # Blue/Red tie is dropped under either strategy
 

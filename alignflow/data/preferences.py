@@ -51,8 +51,9 @@ def pairs_from_scores(prompt_id: str, prompt: str, responses: list[str], scores:
     a clear winner; when several responses share the best score, the pairs among them are ties.
     A pair with equal scores teaches nothing and is dropped (counted in "ties"); a pair whose
     texts are the same (up to surrounding whitespace) would ask the model to prefer a text over
-    itself and is dropped too (counted in "identical"). The second return value is
-    {"ties": n, "identical": m}, so a stage can log what it left out.
+    itself and is dropped too (counted in "identical"); so is a pair with an empty text (a model
+    that ends its answer at once; counted in "empty"), which no pair table may hold. The second
+    return value is {"ties": n, "identical": m, "empty": e}, so a stage can log what it left out.
 
     Pair ids are "{prompt_id}-{chosen index}-{rejected index}" (indices into `responses`), so the
     same input always gives the same ids. margin = score(chosen) - score(rejected).
@@ -71,13 +72,16 @@ def pairs_from_scores(prompt_id: str, prompt: str, responses: list[str], scores:
         candidates = [(i, j) for a, i in enumerate(top) for j in top[a + 1:]]  # ties among the best
         candidates += [(i, j) for i in top for j in rest]
     pairs: list[dict] = []
-    counts = {"ties": 0, "identical": 0}
+    counts = {"ties": 0, "identical": 0, "empty": 0}
     for i, j in candidates:
         if scores[i] == scores[j]:
             counts["ties"] += 1
             continue
         if same_text(responses[i], responses[j]):
             counts["identical"] += 1
+            continue
+        if not responses[i].strip() or not responses[j].strip():
+            counts["empty"] += 1
             continue
         chosen, rejected = (i, j) if scores[i] > scores[j] else (j, i)
         pairs.append({"id": f"{prompt_id}-{chosen}-{rejected}", "prompt": prompt, "chosen": responses[chosen],
@@ -89,7 +93,7 @@ def pairs_from_scores(prompt_id: str, prompt: str, responses: list[str], scores:
 def pairs_from_rows(rows: list[dict], *, strategy: str, source: str, task: str = "") -> tuple[list[dict], dict]:
     """`pairs_from_scores` over ranking rows, with the tie and identical counts summed."""
     pairs: list[dict] = []
-    counts = {"ties": 0, "identical": 0}
+    counts = {"ties": 0, "identical": 0, "empty": 0}
     for row in rows:
         found, dropped = pairs_from_scores(row["prompt_id"], row["prompt"], row["responses"], row["scores"],
                                            strategy=strategy, source=source, task=task)
