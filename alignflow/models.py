@@ -118,7 +118,8 @@ def trainer_precision(placement: Placement, gradient_checkpointing: bool = False
     on_gpu = placement.device.startswith("cuda")
     return {"use_cpu": not on_gpu, "bf16": placement.dtype == "bfloat16",
             "fp16": placement.dtype == "float16", "activation_checkpointing": gradient_checkpointing,
-            "report_to": "none", "disable_tqdm": True, "dataloader_num_workers": 0}
+            "report_to": "none", "disable_tqdm": True, "dataloader_num_workers": 0,
+            "ddp_find_unused_parameters": False}  # every trained parameter takes part in each step
 
 
 def model_placement(model) -> dict[str, str]:

@@ -10,7 +10,11 @@ class StepProgress:
     position (`update`) or forward (`advance`), with a few named values beside the bar."""
 
     def __init__(self, description: str, total: int, unit: str = "step") -> None:
-        self._bar = tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, mininterval=1.0)
+        from alignflow.distributed import is_main_process
+
+        # In a launched job only the main process draws: N bars of the same training are noise.
+        self._bar = tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True, mininterval=1.0,
+                         disable=not is_main_process())
 
     def update(self, step: int, **values: float) -> None:
         self._bar.update(step - self._bar.n)

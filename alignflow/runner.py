@@ -23,6 +23,7 @@ from alignflow.caching import (
 )
 from alignflow.config import flatten_params, section_digest
 from alignflow.errors import PipelineError
+from alignflow.launcher import launched, run_launched
 from alignflow.report import publish_run_summary
 from alignflow.schemas.config import PipelineConfig
 from alignflow.seeding import seed_everything
@@ -108,6 +109,11 @@ def stage_key(stage: Stage, config: PipelineConfig, upstream: dict[str, dict]) -
     if stage.loads_models:
         section = {"section": section, "device": config.execution.device, "dtype": config.execution.dtype,
                    "chat_template": config.chat_template}
+    if launched(stage.name, config):  # the global batch is batch_size x processes
+        execution = config.execution
+        accelerate_config = Path(execution.accelerate_config) if execution.accelerate_config else None
+        section = {"section": section, "processes": execution.num_processes * execution.num_machines,
+                   "accelerate_config": accelerate_config.read_text() if accelerate_config else None}
     return stage_cache_key(
         stage=stage.name,
         section_digest=section_digest(section),
@@ -144,9 +150,15 @@ def execute_stage(stage: Stage, request: dict) -> dict:
     with mlflow.start_run(run_id=run_id, nested=True):
         for start in range(0, len(params), 100):
             mlflow.log_params(dict(list(params.items())[start : start + 100]))
-        context = StageContext(stage.name, config, section, request["upstream"], out_dir)
-        seed_everything(config.seed)
-        output = stage.run(context)
+        if launched(stage.name, config):
+            from alignflow.models import resolve_placement
+
+            on_gpu = resolve_placement(config.execution.device, config.execution.dtype).device.startswith("cuda")
+            output = run_launched(stage.name, request, run_id, on_gpu)
+        else:
+            context = StageContext(stage.name, config, section, request["upstream"], out_dir)
+            seed_everything(config.seed)
+            output = stage.run(context)
         digest = write_manifest(out_dir)
         metrics = {**output.metrics, "stage_seconds": time.perf_counter() - started}
         mlflow.log_metrics(metrics)

@@ -48,13 +48,45 @@ class ExecutionConfig(Section):
         "keep float32 weights unless bfloat16 (then trained in bfloat16). auto: bfloat16 on a GPU that "
         "supports it, else float32.",
     )
+    launcher: Literal["inline", "accelerate"] = Field(
+        "inline",
+        description="How training stages (sft, reward_model, dpo, grpo, rloo) run: inline, in the stage's own "
+        "process on one device; accelerate, as one distributed job of num_processes processes (torchrun on "
+        "CPUs, `accelerate launch` on GPUs) whose main process alone writes MLflow and the model folder.",
+    )
+    stage_launchers: dict[str, Literal["inline", "accelerate"]] = Field(
+        {}, description="Per-stage override of launcher, e.g. {sft: accelerate, dpo: inline}."
+    )
+    num_processes: int = Field(2, ge=1, description="Processes of a launched job (GPUs, or CPU workers).")
+    num_machines: int = Field(1, ge=1, description="Machines of a launched job (accelerate's multi-node settings).")
+    accelerate_config: str | None = Field(
+        None, description="accelerate's own YAML (DDP, FSDP or DeepSpeed settings), passed to `accelerate launch` "
+        "as --config_file; its values win over num_processes and num_machines."
+    )
     parallel_stages: int = Field(
         1,
         ge=1,
         description="Stages that may run at once when their inputs are ready (DPO beside reward model -> PPO). "
-        "1: one after another in this process. More: each stage in its own worker process (own RNG, "
-        "own device), e.g. one per GPU group. Never part of a cache key.",
+        "1: one after another in this process. More: each stage in its own worker process (own RNG; the "
+        "workers share execution.device). Never part of a cache key.",
     )
+
+
+    @model_validator(mode="after")
+    def _launchable_stages(self) -> ExecutionConfig:
+        unknown = sorted(set(self.stage_launchers) - set(LAUNCHABLE_STAGES))
+        if unknown:
+            raise ValueError(f"stage_launchers: {unknown} cannot be launched as a distributed job; launchable "
+                             f"stages: {list(LAUNCHABLE_STAGES)} (ppo runs inline for now)")
+        return self
+
+    def launcher_of(self, stage: str) -> str:
+        if stage not in LAUNCHABLE_STAGES:
+            return "inline"
+        return self.stage_launchers.get(stage, self.launcher)
+
+
+LAUNCHABLE_STAGES = ("sft", "reward_model", "dpo", "grpo", "rloo")
 
 
 class CorpusConfig(Section):

@@ -7,8 +7,6 @@ oracle's win rate of the DPO policy against the SFT policy on held-out prompts.
 
 from __future__ import annotations
 
-import shutil
-
 import mlflow
 from prefect import task
 
@@ -22,6 +20,7 @@ from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
+    remove_checkpoints,
     resume_point,
 )
 
@@ -95,7 +94,7 @@ def run_dpo(context: StageContext) -> StageOutput:
     trainer.remove_callback(PrinterCallback)
     log_models(policy=model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    remove_checkpoints(checkpoints)
     final_eval = final_evaluation(trainer, metrics_callback.history) if heldout is not None else {}
 
     out = context.out_dir

@@ -10,7 +10,6 @@ KL to the SFT policy, and the oracle's win rate.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -24,7 +23,7 @@ from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, PPOStageConfig
 from alignflow.stage import Stage, StageContext, StageOutput
-from alignflow.training.checkpoints import carry_over_metrics, checkpoint_dir
+from alignflow.training.checkpoints import carry_over_metrics, checkpoint_dir, remove_checkpoints
 
 
 def ppo_section(config: PipelineConfig) -> dict | None:
@@ -98,7 +97,7 @@ def run_ppo(context: StageContext) -> StageOutput:
 
     trainer.train(on_step=on_step, checkpoints=checkpoints, save_steps=settings.save_steps)
     progress.close()
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    remove_checkpoints(checkpoints)
 
     out = context.out_dir
     model_dir = out / "model"

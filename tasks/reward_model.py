@@ -7,8 +7,6 @@ spread and a histogram of chosen-minus-rejected margins show how separable they 
 
 from __future__ import annotations
 
-import shutil
-
 import mlflow
 import numpy as np
 from prefect import task
@@ -23,6 +21,7 @@ from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
+    remove_checkpoints,
     resume_point,
 )
 
@@ -87,7 +86,7 @@ def run_reward_model(context: StageContext) -> StageOutput:
                             processing_class=tokenizer, callbacks=[metrics_callback, ProgressBar("reward_model")])
     trainer.remove_callback(PrinterCallback)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    remove_checkpoints(checkpoints)
 
     out = context.out_dir
     model_dir = out / "model"

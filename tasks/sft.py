@@ -12,7 +12,6 @@ adapters are merged into a plain model folder, which gets a model card and a reg
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
+    remove_checkpoints,
     resume_point,
 )
 from alignflow.training.sft_data import IGNORE, PromptTemplate, tokenize_row
@@ -225,7 +225,7 @@ def run_sft(context: StageContext) -> StageOutput:
         sampler.rescore = current_loss_scorer(trainer, examples, stream, settings.batch_size)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later forced rerun starts afresh
+    remove_checkpoints(checkpoints)
     model_dir = context.out_dir / "model"
     trained = trainer.model.merge_and_unload() if settings.method == "lora" else trainer.model
     save_model(trained, tokenizer, model_dir)

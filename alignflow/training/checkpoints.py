@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from alignflow import tracking
+from alignflow.distributed import is_main_process
 from alignflow.schemas.config import PipelineConfig
 
 
@@ -43,6 +44,8 @@ def carry_over_metrics(checkpoints: Path, run_id: str, step: int) -> None:
     """On resume, copy the interrupted run's curve up to the checkpoint step into this run (one
     value per step in the run the pipeline points at), mark that run as killed, and remember this
     run as the one a later resume copies from."""
+    if not is_main_process():
+        return  # the main process's run is the stage's; the others log into scratch stores
     marker = checkpoints / "mlflow_run_id"
     if step and marker.is_file():
         interrupted = marker.read_text().strip()
@@ -51,3 +54,9 @@ def carry_over_metrics(checkpoints: Path, run_id: str, step: int) -> None:
     checkpoints.mkdir(parents=True, exist_ok=True)
     marker.write_text(run_id)
 
+
+def remove_checkpoints(checkpoints: Path) -> None:
+    """A finished stage's checkpoints go (a later forced rerun starts afresh); in a launched job only
+    the main process deletes, after the others are done with them."""
+    if is_main_process():
+        shutil.rmtree(checkpoints, ignore_errors=True)

@@ -8,14 +8,17 @@ three methods can be compared run by run in MLflow.
 
 from __future__ import annotations
 
-import shutil
-
 import mlflow
 
 from alignflow.data.tables import read_table
 from alignflow.model_card import publish_model
 from alignflow.stage import StageContext, StageOutput
-from alignflow.training.checkpoints import carry_over_metrics, checkpoint_dir, resume_point
+from alignflow.training.checkpoints import (
+    carry_over_metrics,
+    checkpoint_dir,
+    remove_checkpoints,
+    resume_point,
+)
 
 METHODS = {"grpo": ("GRPOTrainer", "GRPOConfig", "GRPO (group-relative policy optimisation)"),
            "rloo": ("RLOOTrainer", "RLOOConfig", "RLOO (REINFORCE leave-one-out)")}
@@ -75,7 +78,7 @@ def run_group_rl(context: StageContext) -> StageOutput:
     trainer.remove_callback(PrinterCallback)
     log_models(policy=trainer.model, reward=reward_model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    remove_checkpoints(checkpoints)
 
     model_dir = context.out_dir / "model"
     tokenizer.padding_side = "right"
