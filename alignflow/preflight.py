@@ -19,6 +19,13 @@ def check_pipeline(config: PipelineConfig) -> None:
         from alignflow.models import resolve_placement
 
         resolve_placement(config.execution.device, config.execution.dtype)  # ModelLoadError: one line
+    if config.chat_template:
+        from alignflow.models import template_text
+
+        template_text(config.chat_template)  # a missing template file: one line
+    accelerate_config = config.execution.accelerate_config
+    if accelerate_config and not Path(accelerate_config).is_file():
+        raise DataError(f"execution.accelerate_config: {accelerate_config}: no such file")
     if config.base_model:
         from alignflow.models import check_causal_lm
 

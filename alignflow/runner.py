@@ -107,8 +107,10 @@ def stage_key(stage: Stage, config: PipelineConfig, upstream: dict[str, dict]) -
     not the float32 CPU run."""
     section = stage.section(config)
     if stage.loads_models:
+        from alignflow.models import template_text  # a template file's text, so an edit changes the key
+
         section = {"section": section, "device": config.execution.device, "dtype": config.execution.dtype,
-                   "chat_template": config.chat_template}
+                   "chat_template": template_text(config.chat_template)}
     if launched(stage.name, config):  # the global batch is batch_size x processes
         execution = config.execution
         accelerate_config = Path(execution.accelerate_config) if execution.accelerate_config else None

@@ -102,3 +102,14 @@ def test_a_device_this_machine_does_not_have_fails_before_any_flow_run(project, 
     config = write_config(project, "fp16.yaml", stages, execution={"device": "cpu", "dtype": "float16"})
     line = one_error_line(run_in_this_process(["validate", config], project, capsys))
     assert "float16 needs a CUDA device" in line
+
+
+def test_missing_chat_template_and_accelerate_config_files_fail_before_any_flow_run(project, capsys):
+    stages = {"pretrain": SMOKE_STAGES["stages"]["pretrain"]}
+    config = write_config(project, "template.yaml", stages, chat_template="templates/absent.jinja")
+    line = one_error_line(run_in_this_process(["run", config], project, capsys))
+    assert "chat_template 'templates/absent.jinja': no such file" in line
+    config = write_config(project, "accelerate.yaml", stages,
+                          execution={"launcher": "accelerate", "accelerate_config": "fsdp.yaml"})
+    line = one_error_line(run_in_this_process(["run", config], project, capsys))
+    assert line == "error: execution.accelerate_config: fsdp.yaml: no such file"

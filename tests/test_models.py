@@ -42,3 +42,21 @@ def test_local_paths_and_hub_ids(tmp_path):
     assert local_model_problem("models/a/b") == "no such folder"  # two slashes: not a hub id
     (tmp_path / "file.bin").write_bytes(b"x")
     assert local_model_problem(str(tmp_path / "file.bin")) == "it is a file, not a model folder"
+
+
+def test_editing_a_chat_template_file_changes_the_keys_of_model_stages(tmp_path):
+    from alignflow.config import parse_config
+    from alignflow.runner import stage_key
+    from alignflow.tasks import PIPELINE
+
+    stages = {stage.name: stage for stage, _ in PIPELINE}
+    template = tmp_path / "chat.jinja"
+    template.write_text("{{ messages[0]['content'] }}", encoding="utf-8")
+    config = parse_config({"name": "t", "base_model": "m", "chat_template": str(template), "stages": {"sft": {}}})
+    upstream = {"pretrain": {"digest": "p"}, "validate": {"digest": "v"}}
+    before = stage_key(stages["sft"], config, upstream)
+    template.write_text("{{ messages[-1]['content'] }}", encoding="utf-8")
+    assert stage_key(stages["sft"], config, upstream) != before
+    launched = parse_config({"name": "t", "base_model": "m", "chat_template": str(template), "stages": {"sft": {}},
+                             "execution": {"launcher": "accelerate", "num_processes": 2}})
+    assert stage_key(stages["sft"], launched, upstream) != stage_key(stages["sft"], config, upstream)
