@@ -74,6 +74,9 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="where results.json goes (default $OUT)")
+    parser.add_argument("--ddp", type=int, default=None,
+                        help="also run SFT as a DDP job of this many processes (default: every GPU when there "
+                        "are several, else none)")
     args = parser.parse_args()
 
     from alignflow.cli import main as alignflow
@@ -123,12 +126,40 @@ def main() -> int:
         "wall_seconds": time.perf_counter() - started,
     }
     print(json.dumps(results, indent=1), flush=True)
+    results["ddp"] = ddp_scaling(args, config, sft_tps, n_params)
+    print(json.dumps({"ddp": results["ddp"]}, indent=1), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "gpu_check.json").write_text(json.dumps(results, indent=1))
     ok = not results["stages_off_device"] and not missing
     print(f"[gpu_check] {'OK: every stage ran on ' + args.device if ok else 'FAILED: see stages_off_device'}")
     return 0 if ok else 1
+
+
+def ddp_scaling(args, config: dict, single_tps: float, n_params: int) -> dict:
+    """SFT again as a launched DDP job with the same per-process batch: tokens/s per process and the
+    scaling efficiency against the single-process run (1.0 = linear)."""
+    import torch
+
+    from alignflow.cli import main as alignflow
+
+    processes = args.ddp if args.ddp is not None else (torch.cuda.device_count() if args.device.startswith("cuda")
+                                                        else 0)
+    if processes < 2:
+        return {"skipped": f"{processes or 1} device(s): DDP/FSDP scaling not measured"}
+    ddp = json.loads(json.dumps(config))
+    ddp["execution"] |= {"launcher": "accelerate", "num_processes": processes}
+    Path("ddp.yaml").write_text(yaml.safe_dump(ddp, allow_unicode=True), encoding="utf-8")
+    if alignflow(["run", "ddp.yaml", "--only", "sft"]) != 0:
+        return {"failed": "the DDP SFT run failed (output above)"}
+    runs, client = stage_runs(Path.cwd())
+    latest = max((r for r in client.search_runs([client.get_experiment_by_name("gpu-check").experiment_id])
+                  if r.data.tags.get("alignflow.stage") == "sft"), key=lambda r: r.info.start_time)
+    rates = [m.value for m in client.get_metric_history(latest.info.run_id, "tokens_per_second")][1:]
+    total = statistics.median(rates) if rates else float("nan")  # rank 0 sees the gathered token count
+    return {"processes": processes, "tokens_per_second": total, "tokens_per_second_per_process": total / processes,
+            "scaling_efficiency": total / (processes * single_tps) if single_tps else None,
+            "mfu": 6 * n_params * total / (processes * PEAK_BF16_FLOPS) if args.device.startswith("cuda") else None}
 
 
 def _numel(shape) -> int:
