@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from alignflow.distributed import die_with_parent
 from alignflow.errors import DataError, PipelineError
+from alignflow.prefect_server import free_port
 from alignflow.schemas.config import PipelineConfig
 from alignflow.stage import StageOutput
 
@@ -35,11 +35,6 @@ def job_folder(config: PipelineConfig, out_dir: Path) -> Path:
     return Path(config.cache.dir).resolve().parent / "launch" / out_dir.parent.name / out_dir.name
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def launch_command(config: PipelineConfig, request_file: Path, on_gpu: bool) -> list[str]:
     """torchrun for CPU workers (accelerate's own CPU launcher needs MPI), accelerate launch on GPUs."""
@@ -47,13 +42,13 @@ def launch_command(config: PipelineConfig, request_file: Path, on_gpu: bool) -> 
     target = ["-m", "alignflow.launched", str(request_file)]
     if not on_gpu:
         return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={execution.num_processes}",
-                f"--nnodes={execution.num_machines}", f"--master_port={_free_port()}", *target]
+                f"--nnodes={execution.num_machines}", f"--master_port={free_port()}", *target]
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if execution.accelerate_config:
         command += ["--config_file", execution.accelerate_config]
     else:
         command += ["--num_processes", str(execution.num_processes), "--num_machines", str(execution.num_machines),
-                    "--main_process_port", str(_free_port())]
+                    "--main_process_port", str(free_port())]
         if execution.num_processes > 1:
             command.append("--multi_gpu")
     return [*command, *target]

@@ -252,6 +252,13 @@ def save_model(model, tokenizer, folder: Path) -> Path:
     return folder
 
 
+def reward_model_and_tokenizer(name_or_path: str, placement: Placement, *, trainable: bool = False):
+    """A one-output sequence classifier from a causal LM folder (or a reward model) and its prepared
+    tokenizer: the reward model stage, PPO's value and reward models, GRPO/RLOO's reward."""
+    tokenizer = load_tokenizer(name_or_path)
+    return load_reward_model(name_or_path, placement, tokenizer, trainable=trainable), tokenizer
+
+
 # --- tokenizers ---------------------------------------------------------------------------------------
 
 

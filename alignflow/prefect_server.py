@@ -18,7 +18,8 @@ import sys
 import time
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -28,7 +29,7 @@ class TemporaryServer:
     """A Prefect API server process on 127.0.0.1 that lives as long as one alignflow command."""
 
     def __init__(self) -> None:
-        port = str(_free_port())
+        port = str(free_port())
         self.api_url = f"http://127.0.0.1:{port}/api"
         # What Prefect's own SubprocessASGIServer passes: no UI, ephemeral-mode services.
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",

@@ -46,12 +46,17 @@ def ppo_settings(settings: PPOStageConfig, seed: int):
 
 
 def run_ppo(context: StageContext) -> StageOutput:
-    from alignflow.models import load_causal_lm, load_tokenizer, save_model, stage_placement
+    from alignflow.models import (
+        load_causal_lm,
+        load_tokenizer,
+        reward_model_and_tokenizer,
+        save_model,
+        stage_placement,
+    )
     from alignflow.progress import StepProgress
     from alignflow.rl.heldout import held_out_comparison
     from alignflow.rl.ppo_trainer import PPOTrainer
     from alignflow.rl.rollout import sequence_scores
-    from alignflow.tasks.reward_model import reward_model_and_tokenizer
     from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.win_rate import compare_policies
 

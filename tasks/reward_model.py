@@ -39,21 +39,12 @@ def pair_dataset(path: str, use_margin: bool):
     return Dataset.from_pandas(frame[columns].reset_index(drop=True), preserve_index=False)
 
 
-def reward_model_and_tokenizer(path: str, placement, *, trainable: bool = False):
-    """A one-output sequence classifier from a causal LM folder (or a reward model), and its prepared
-    tokenizer, on `placement`."""
-    from alignflow.models import load_reward_model, load_tokenizer
-
-    tokenizer = load_tokenizer(path)
-    return load_reward_model(path, placement, tokenizer, trainable=trainable), tokenizer
-
-
 def run_reward_model(context: StageContext) -> StageOutput:
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
     from trl import RewardConfig, RewardTrainer
 
-    from alignflow.models import save_model, stage_placement, trainer_precision
+    from alignflow.models import reward_model_and_tokenizer, save_model, stage_placement, trainer_precision
     from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.reward import pair_accuracy, score_texts

@@ -33,12 +33,12 @@ def run_group_rl(context: StageContext) -> StageOutput:
     from alignflow.models import (
         load_causal_lm,
         load_tokenizer,
+        reward_model_and_tokenizer,
         save_model,
         stage_placement,
         trainer_precision,
     )
     from alignflow.rl.heldout import held_out_comparison
-    from alignflow.tasks.reward_model import reward_model_and_tokenizer
     from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
 
