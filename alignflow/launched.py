@@ -22,9 +22,8 @@ def main(request_file: str) -> int:
 
     from alignflow import tracking
     from alignflow.distributed import rank
+    from alignflow.runner import call_stage
     from alignflow.schemas.config import PipelineConfig
-    from alignflow.seeding import seed_everything
-    from alignflow.stage import StageContext
     from alignflow.tasks import PIPELINE
 
     request = json.loads(Path(request_file).read_text())
@@ -43,9 +42,7 @@ def main(request_file: str) -> int:
     run_id = request["run_id"] if me == 0 else mlflow.MlflowClient().create_run(experiment).info.run_id
     try:
         with mlflow.start_run(run_id=run_id):
-            context = StageContext(stage.name, config, stage.section(config), request["upstream"], out_dir)
-            seed_everything(config.seed)
-            output = stage.run(context)
+            output = call_stage(stage, config, request["upstream"], out_dir)
     except Exception as error:
         from alignflow.errors import USER_ERRORS
 

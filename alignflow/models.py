@@ -150,9 +150,18 @@ def model_errors(name_or_path: str, what: str = "model") -> Iterator[None]:
         raise ModelLoadError(f"{what} {name_or_path!r} cannot be loaded: {_one_line(error)}") from None
 
 
-def local_model_problem(name_or_path: str) -> str | None:
+def require_local_model(name_or_path: str, *, weights: bool = True) -> None:
+    """Raise the ModelLoadError of `local_model_problem` (weights=False: a folder a tokenizer can come
+    from, checked before loading only the tokenizer)."""
+    problem = local_model_problem(name_or_path, weights=weights)
+    if problem:
+        raise ModelLoadError(f"model {name_or_path!r} cannot be loaded: {problem}")
+
+
+def local_model_problem(name_or_path: str, *, weights: bool = True) -> str | None:
     """Why a local folder cannot be a model, found without loading it; None for a folder that looks
-    usable, or for a name that is not a local path (a hub id is checked by loading it)."""
+    usable, or for a name that is not a local path (a hub id is checked by loading it). With
+    `weights` False the weight files are not looked at."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return "it is a file, not a model folder"
@@ -163,8 +172,8 @@ def local_model_problem(name_or_path: str) -> str | None:
         return "the folder is empty"
     if not (path / "config.json").is_file():
         return "the folder has no config.json"
-    if (path / "adapter_config.json").is_file():
-        return None  # a PEFT adapter: its base model is loaded through it
+    if not weights or (path / "adapter_config.json").is_file():
+        return None  # (a PEFT adapter: its base model is loaded through it)
     weights = [*path.glob("*.safetensors"), *path.glob("*.bin"), *path.glob("*.safetensors.index.json")]
     if not weights:
         return "the folder has a config.json but no weights (*.safetensors or pytorch_model.bin)"
@@ -198,9 +207,7 @@ def check_causal_lm(name_or_path: str) -> dict[str, Any]:
     from transformers import AutoConfig, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    problem = local_model_problem(name_or_path)
-    if problem:
-        raise ModelLoadError(f"model {name_or_path!r} cannot be loaded: {problem}")
+    require_local_model(name_or_path)
     with model_errors(name_or_path):
         config = AutoConfig.from_pretrained(name_or_path)
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
@@ -218,9 +225,7 @@ def load_causal_lm(name_or_path: str, placement: Placement, *, trainable: bool =
     from transformers import AutoModelForCausalLM
 
     dtype = placement.train_dtype if trainable else placement.dtype
-    problem = local_model_problem(name_or_path)
-    if problem:
-        raise ModelLoadError(f"model {name_or_path!r} cannot be loaded: {problem}")
+    require_local_model(name_or_path)
     with model_errors(name_or_path):
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
     model.to(placement.torch_device)
@@ -233,6 +238,7 @@ def load_reward_model(name_or_path: str, placement: Placement, tokenizer, *, tra
     from transformers import AutoModelForSequenceClassification
 
     dtype = placement.train_dtype if trainable else placement.dtype
+    require_local_model(name_or_path)
     with model_errors(name_or_path, "reward model"):
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=dtype)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -291,10 +297,7 @@ def load_tokenizer(name_or_path: str, chat_template: str | None = None):
     is inline Jinja or a file's path."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    problem = local_model_problem(name_or_path)
-    if problem in ("no such folder", "it is a file, not a model folder", "the folder is empty",
-                   "the folder has no config.json"):
-        raise ModelLoadError(f"model {name_or_path!r} cannot be loaded: {problem}")
+    require_local_model(name_or_path, weights=False)
     with model_errors(name_or_path, "tokenizer of"):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     try:

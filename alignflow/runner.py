@@ -27,7 +27,7 @@ from alignflow.launcher import launched, run_launched
 from alignflow.report import publish_run_summary
 from alignflow.schemas.config import PipelineConfig
 from alignflow.seeding import seed_everything
-from alignflow.stage import Stage, StageContext
+from alignflow.stage import Stage, StageContext, StageOutput
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,15 @@ def lookup(config: PipelineConfig, key: str) -> tuple[dict | None, str | None]:
     return (None, problem) if problem else (cached, None)
 
 
+def call_stage(stage: Stage, config: PipelineConfig, upstream: dict[str, dict], out_dir: Path,
+               section: Any = None) -> StageOutput:
+    """The stage's own function, seeded, inside the active MLflow run (here, or in each process of a
+    launched job); `section` when the caller has computed it already."""
+    seed_everything(config.seed)
+    section = stage.section(config) if section is None else section
+    return stage.run(StageContext(stage.name, config, section, upstream, out_dir))
+
+
 def execute_stage(stage: Stage, request: dict) -> dict:
     """Run one stage into a fresh output folder under its own MLflow child run; return its result."""
     config = PipelineConfig.model_validate(request["config"])
@@ -158,9 +167,7 @@ def execute_stage(stage: Stage, request: dict) -> dict:
             on_gpu = resolve_placement(config.execution.device, config.execution.dtype).device.startswith("cuda")
             output = run_launched(stage.name, request, run_id, on_gpu)
         else:
-            context = StageContext(stage.name, config, section, request["upstream"], out_dir)
-            seed_everything(config.seed)
-            output = stage.run(context)
+            output = call_stage(stage, config, request["upstream"], out_dir, section)
         digest = write_manifest(out_dir)
         metrics = {**output.metrics, "stage_seconds": time.perf_counter() - started}
         mlflow.log_metrics(metrics)

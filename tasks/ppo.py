@@ -48,8 +48,8 @@ def ppo_settings(settings: PPOStageConfig, seed: int):
 def run_ppo(context: StageContext) -> StageOutput:
     from alignflow.models import (
         load_causal_lm,
+        load_reward_model,
         load_tokenizer,
-        reward_model_and_tokenizer,
         save_model,
         stage_placement,
     )
@@ -69,8 +69,9 @@ def run_ppo(context: StageContext) -> StageOutput:
     log_tokenizer_setup(tokenizer)
     policy = load_causal_lm(sft_path, placement, trainable=True)
     reference = load_causal_lm(sft_path, placement).requires_grad_(False)
-    value_model, _ = reward_model_and_tokenizer(reward_path, placement, trainable=True)
-    reward_model, _ = reward_model_and_tokenizer(reward_path, placement)
+    reward_tokenizer = load_tokenizer(reward_path)  # value and reward models come from one folder
+    value_model = load_reward_model(reward_path, placement, reward_tokenizer, trainable=True)
+    reward_model = load_reward_model(reward_path, placement, reward_tokenizer)
     reward_model.requires_grad_(False)
     if settings.gradient_checkpointing:
         policy.gradient_checkpointing_enable()

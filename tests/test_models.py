@@ -60,3 +60,9 @@ def test_editing_a_chat_template_file_changes_the_keys_of_model_stages(tmp_path)
     launched = parse_config({"name": "t", "base_model": "m", "chat_template": str(template), "stages": {"sft": {}},
                              "execution": {"launcher": "accelerate", "num_processes": 2}})
     assert stage_key(stages["sft"], launched, upstream) != stage_key(stages["sft"], config, upstream)
+
+
+def test_a_tokenizer_may_come_from_a_folder_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert local_model_problem(str(tmp_path), weights=False) is None
+    assert "no weights" in local_model_problem(str(tmp_path))
