@@ -15,6 +15,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_rank() -> int:
+    """This process's index on its machine (LOCAL_RANK): the GPU a launched rank owns."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main_process() -> bool:
     """The one process that writes MLflow, the model folder, checkpoint metadata and progress bars."""
     return rank() == 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignflow.distributed import local_rank, world_size
 from alignflow.errors import ModelLoadError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -73,10 +74,13 @@ class Placement:
 
 
 def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
-    """`auto` device: the current CUDA device when there is one, else the CPU. `auto` dtype:
+    """`auto` device: the current CUDA device when there is one (in a launched job on GPUs, the
+    rank's own, LOCAL_RANK), else the CPU. `auto` dtype:
     bfloat16 on a GPU that supports it, else float32 (float16 on CPU is refused: too slow and lossy)."""
     import torch
 
+    if device in ("auto", "cuda") and torch.cuda.is_available() and world_size() > 1:
+        device = f"cuda:{local_rank()}"  # a launched job: every rank owns its GPU
     if device == "auto":
         device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     elif device.startswith("cuda"):

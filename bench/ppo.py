@@ -81,7 +81,7 @@ def main() -> None:
             name = "generate (KV cache)" if use_cache else "generate (no cache)"
             torch.manual_seed(round_)
             (query, query_mask, response, mask), seconds = timed(lambda use_cache=use_cache, p=batch_prompts: generate(
-                policy, tokenizer, p, max_new_tokens=args.new_tokens, temperature=1.0, top_p=1.0,
+                policy, tokenizer, p, range(len(p)), max_new_tokens=args.new_tokens, temperature=1.0, top_p=1.0,
                 use_cache=use_cache))
             times[name].append(seconds)
             tokens[name].append(float(mask.sum()))

@@ -50,7 +50,7 @@ class ExecutionConfig(Section):
     )
     launcher: Literal["inline", "accelerate"] = Field(
         "inline",
-        description="How training stages (sft, reward_model, dpo, grpo, rloo) run: inline, in the stage's own "
+        description="How training stages (sft, reward_model, dpo, grpo, rloo, ppo) run: inline, in the stage's own "
         "process on one device; accelerate, as one distributed job of num_processes processes (torchrun on "
         "CPUs, `accelerate launch` on GPUs) whose main process alone writes MLflow and the model folder.",
     )
@@ -77,7 +77,7 @@ class ExecutionConfig(Section):
         unknown = sorted(set(self.stage_launchers) - set(LAUNCHABLE_STAGES))
         if unknown:
             raise ValueError(f"stage_launchers: {unknown} cannot be launched as a distributed job; launchable "
-                             f"stages: {list(LAUNCHABLE_STAGES)} (ppo runs inline for now)")
+                             f"stages: {list(LAUNCHABLE_STAGES)}")
         return self
 
     def launcher_of(self, stage: str) -> str:
@@ -86,7 +86,7 @@ class ExecutionConfig(Section):
         return self.stage_launchers.get(stage, self.launcher)
 
 
-LAUNCHABLE_STAGES = ("sft", "reward_model", "dpo", "grpo", "rloo")
+LAUNCHABLE_STAGES = ("sft", "reward_model", "dpo", "grpo", "rloo", "ppo")
 
 
 class CorpusConfig(Section):
@@ -736,4 +736,17 @@ class PipelineConfig(Section):
             raise ValueError("set either base_model or stages.pretrain, not both")
         if not self.base_model and not self.stages.pretrain:
             raise ValueError("set base_model (hub id or folder) or stages.pretrain (build the demo model)")
+        return self
+
+    @model_validator(mode="after")
+    def _ppo_batches_shard(self) -> PipelineConfig:
+        """A launched PPO job splits every rollout and minibatch evenly over its processes."""
+        ppo, execution = self.stages.ppo, self.execution
+        if ppo is None or execution.launcher_of("ppo") != "accelerate":
+            return self
+        processes = execution.num_processes * execution.num_machines
+        for name in ("batch_size", "mini_batch_size"):
+            if getattr(ppo, name) % processes:
+                raise ValueError(f"stages.ppo.{name} ({getattr(ppo, name)}) must be a multiple of the launched "
+                                 f"job's {processes} processes (execution.num_processes x num_machines)")
         return self

@@ -45,6 +45,17 @@ def ppo_settings(settings: PPOStageConfig, seed: int):
     return PPOSettings(**{k: v for k, v in settings.model_dump().items() if k in fields}, seed=seed)
 
 
+def launched_accelerator(placement):
+    """accelerate's Accelerator in a launched job (gloo on CPUs, NCCL on GPUs), None in one process."""
+    from alignflow.distributed import world_size
+
+    if world_size() == 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not placement.device.startswith("cuda"))
+
+
 def run_ppo(context: StageContext) -> StageOutput:
     from alignflow.models import (
         load_causal_lm,
@@ -85,7 +96,7 @@ def run_ppo(context: StageContext) -> StageOutput:
         return sequence_scores(reward_model, query_ids, query_mask, response_ids, response_mask)
 
     trainer = PPOTrainer(policy, reference, value_model, reward, tokenizer, prompts,
-                         ppo_settings(settings, context.config.seed))
+                         ppo_settings(settings, context.config.seed), accelerator=launched_accelerator(placement))
     checkpoints = checkpoint_dir(context.config, "ppo", context.out_dir)
     resume_step = completed_step(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
@@ -140,7 +151,7 @@ STAGE = Stage(
     section=ppo_section,
     run=run_ppo,
     code=("alignflow.tasks.ppo", "alignflow.rl.ppo_trainer", "alignflow.rl.ppo_math", "alignflow.rl.rollout",
-          "alignflow.training.win_rate", "alignflow.training.checkpoints", "alignflow.model_card"),
+          "alignflow.rl.heldout", "alignflow.sampling", "alignflow.training.win_rate", "alignflow.training.checkpoints", "alignflow.model_card"),
     description="PPO against the reward model with a per-token KL penalty to the SFT policy.",
     loads_models=True,
 )

@@ -27,6 +27,10 @@ STAGES = {
                     "max_prompts": 16, "annotator": "judge", "judge": {"model": "models/qwen2"}},
     "dpo": {"max_steps": 4, "batch_size": 4, "logging_steps": 1, "eval_steps": 2, "save_steps": 4,
             "win_rate_max_new_tokens": 2},
+    "reward_model": {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "eval_steps": 2},
+    # batch_size is PPO's global rollout batch: a launched job splits it over its ranks
+    "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4,
+            "save_steps": 3, "sample_every": 3},
 }
 
 
@@ -42,7 +46,8 @@ def write_config(folder: Path, name: str, *, launched: dict[str, str] | None = N
     stages = json.loads(json.dumps(STAGES))
     stages["build"]["demo_families"] = {"families": ["add", "reverse"], "per_family": 12}
     for stage in launched or {}:
-        stages[stage]["batch_size"] = batch
+        if stage != "ppo":
+            stages[stage]["batch_size"] = batch
     if change:
         change(stages)
     execution = {"stage_launchers": launched, "num_processes": 2} if launched else {}
@@ -107,6 +112,39 @@ def test_two_processes_train_sft_and_dpo_as_one_with_the_same_global_batch(proje
     assert (project / "artifacts" / "sft" / key / "model" / "model.safetensors").is_file()
     assert not [p for p in (project / ".alignflow" / "launch").rglob("*") if p.is_file()], "the job folder goes"
     assert two_sft.data.params["model.policy.device"] == "cpu"
+
+
+def test_two_processes_run_ppo_as_one(project, capsys):
+    """Each rank rolls out half the prompts (seeded per prompt slot), the rollouts are gathered, each
+    minibatch is split over the ranks: the curves are the one-process curves."""
+    inline = run_in_this_process(["run", write_config(project, "inline.yaml")], project, capsys)
+    assert inline.returncode == 0, inline.stdout[-3000:] + inline.stderr[-3000:]
+    one = stage_runs(project, "ppo")[-1]
+    result = run_in_this_process(["run", write_config(project, "ppo2.yaml", launched={"ppo": "accelerate"}),
+                                  "--only", "ppo"], project, capsys)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "ppo: launching 2 processes (torchrun, gloo)" in result.stdout
+    two = stage_runs(project, "ppo")[-1]
+    assert two.info.run_id != one.info.run_id
+    for key in ("reward_mean", "kl_mean", "response_length", "policy_loss", "value_loss", "entropy", "grad_norm"):
+        assert curve(project, two.info.run_id, key) == pytest.approx(curve(project, one.info.run_id, key), abs=1e-4), key
+    assert metric_steps(project, two.info.run_id, "policy_loss") == [1, 2, 3]
+    for key in ("heldout_reward_ppo", "heldout_kl_to_sft", "oracle_win_rate_vs_sft"):
+        assert two.data.metrics[key] == pytest.approx(one.data.metrics[key], abs=1e-4), key
+    client = project_store(project)
+    assert {a.path for a in client.list_artifacts(two.info.run_id)} == {a.path for a in client.list_artifacts(one.info.run_id)}
+    key = two.data.tags["alignflow.cache_key"]
+    assert (project / "artifacts" / "ppo" / key / "model" / "model.safetensors").is_file()
+
+
+def test_a_launched_ppo_batch_must_split_over_the_processes(project, capsys):
+    def odd(stages: dict) -> None:
+        stages["ppo"]["mini_batch_size"] = 3
+
+    config = write_config(project, "odd.yaml", launched={"ppo": "accelerate"}, change=odd)
+    result = run_in_this_process(["validate", config], project, capsys)
+    assert result.returncode == 2
+    assert "stages.ppo.mini_batch_size (3) must be a multiple of the launched job's 2 processes" in result.stderr
 
 
 def test_a_killed_two_process_job_resumes_from_its_checkpoint(project, tmp_path, capsys):

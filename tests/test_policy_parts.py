@@ -89,3 +89,27 @@ def test_head_to_head_counts_wins_losses_and_ties():
     assert (result.wins, result.losses, result.ties) == (1, 2, 1)
     assert result.win_rate == pytest.approx((1 + 0.5) / 4)
     assert result.exact_a == 0.5 and result.exact_b == 0.75
+
+
+def test_a_sampled_response_does_not_depend_on_its_batch_or_shard(policy, tokenizer):
+    """Per-row seeds: the samples of a list are the samples of its shards, whatever the batch size,
+    which is what lets a stage fan out over workers or ranks and keep its rows."""
+    whole = generate_responses(policy, tokenizer, PROMPTS, num_samples=3, temperature=1.0, max_new_tokens=6,
+                               seed=5, batch_size=3)
+    shards = [generate_responses(policy, tokenizer, [p], num_samples=3, temperature=1.0, max_new_tokens=6, seed=5,
+                                 first_index=i) for i, p in enumerate(PROMPTS)]
+    assert [[r.text for r in rs] for rs in whole] == [[r.text for r in s[0]] for s in shards]
+    other_seed = generate_responses(policy, tokenizer, PROMPTS, num_samples=3, temperature=1.0, max_new_tokens=6,
+                                    seed=6)
+    assert [[r.text for r in rs] for rs in other_seed] != [[r.text for r in rs] for rs in whole]
+
+
+def test_seeded_sampling_draws_from_the_tempered_nucleus_distribution():
+    from alignflow.sampling import SeededSampling
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    draws = torch.tensor([int(SeededSampling([seed], 1.0, 1.0, "cpu")(None, logits).argmax()) for seed in range(4000)])
+    frequencies = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(frequencies, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03, rtol=0)
+    nucleus = torch.tensor([int(SeededSampling([seed], 1.0, 0.7, "cpu")(None, logits).argmax()) for seed in range(2000)])
+    assert set(nucleus.tolist()) == {0, 1}, "top_p 0.7 keeps the two tokens whose mass reaches 0.7"

@@ -48,7 +48,8 @@ def token_reward(token_ids: int | list[int]):
 def test_rollout_logprobs_equal_a_fresh_unpadded_forward_pass(tokenizer):
     policy, reference, value = models(tokenizer)
     torch.manual_seed(1)
-    batch, texts = rollout(policy, reference, value, token_reward(5), tokenizer, PROMPTS, max_new_tokens=6,
+    batch, texts = rollout(policy, reference, value, token_reward(5), tokenizer, PROMPTS, range(len(PROMPTS)),
+                           max_new_tokens=6,
                            temperature=0.7, top_p=1.0)
     assert batch.query_mask[:, 0].tolist().count(0) >= 2, "prompts of different lengths are left-padded"
     for row, prompt in enumerate(PROMPTS):

@@ -1,6 +1,6 @@
 """A trained policy against the SFT policy on held-out prompts, as the reward model sees them.
 
-Both sample one response per prompt (same settings, same seed); the reward model scores them;
+Both sample one response per prompt (same settings, the same per-row seeds); the reward model scores them;
 the trained policy's KL to the SFT policy is measured on its own samples (nats per response).
 Keys are `heldout_reward_<policy_name>`, `heldout_reward_sft` and `heldout_kl_to_sft`.
 """
@@ -17,12 +17,13 @@ def held_out_comparison(policy, reference, reward_model, tokenizer, prompts: pd.
     import torch
 
     from alignflow.rl.rollout import generate, response_logprobs, sequence_scores
+    from alignflow.sampling import row_seeds
 
     texts = list(prompts["prompt"])
     results = {}
-    torch.manual_seed(0)
+    seeds = row_seeds(0, 0, len(texts))
     for name, model in ((policy_name, policy), ("sft", reference)):
-        query, query_mask, response, mask = generate(model, tokenizer, texts, max_new_tokens=max_new_tokens,
+        query, query_mask, response, mask = generate(model, tokenizer, texts, seeds, max_new_tokens=max_new_tokens,
                                                      temperature=temperature, top_p=top_p)
         with torch.no_grad():
             results[f"heldout_reward_{name}"] = float(sequence_scores(reward_model, query, query_mask, response,

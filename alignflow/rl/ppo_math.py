@@ -50,6 +50,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim)
 
 
+def masked_share(x: torch.Tensor, mask: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
+    """masked_mean, or, given `denominator` (the masked entries of every shard), this shard's share of
+    the mean over all shards: summed over shards (or their gradients averaged by DDP, times the
+    shard count) it is the mean one process would compute over the whole batch."""
+    if denominator is None:
+        return masked_mean(x, mask)
+    return (x * mask.to(x.dtype)).sum() / denominator
+
+
 def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
     """Variance of `x` over the masked entries (a scalar), with Bessel's correction when `unbiased`."""
     mask = mask.to(x.dtype)
@@ -160,6 +169,7 @@ def clipped_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_range: float,
+    denominator: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, clip_fraction, approx_kl), scalars: PPO's clipped surrogate (Schulman et al. 2017).
 
@@ -167,14 +177,15 @@ def clipped_policy_loss(
     the pessimistic of the two, so moving the ratio beyond [1 - eps, 1 + eps] in the direction
     the advantage favours earns nothing. clip_fraction is the share of tokens where the clipped
     term is the larger (its gradient is zero there); approx_kl = mean of 0.5 * (new - old)^2.
+    With `denominator`, each is this shard's share of the mean over all shards (masked_share).
     """
     log_ratio = new_logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.max(unclipped, clipped), mask)
-    clip_fraction = masked_mean((clipped > unclipped).to(ratio.dtype), mask)
-    approx_kl = masked_mean(0.5 * log_ratio**2, mask)
+    loss = masked_share(torch.max(unclipped, clipped), mask, denominator)
+    clip_fraction = masked_share((clipped > unclipped).to(ratio.dtype), mask, denominator)
+    approx_kl = masked_share(0.5 * log_ratio**2, mask, denominator)
     return loss, clip_fraction.detach(), approx_kl.detach()
 
 
@@ -184,6 +195,7 @@ def clipped_value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     clip_range: float,
+    denominator: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, clip_fraction), scalars: squared error to the returns, pessimistic over value clipping.
 
@@ -193,8 +205,8 @@ def clipped_value_loss(
     v_clipped = old_values + torch.clamp(new_values - old_values, -clip_range, clip_range)
     unclipped = (new_values - returns) ** 2
     clipped = (v_clipped - returns) ** 2
-    loss = 0.5 * masked_mean(torch.max(unclipped, clipped), mask)
-    clip_fraction = masked_mean((clipped > unclipped).to(unclipped.dtype), mask)
+    loss = 0.5 * masked_share(torch.max(unclipped, clipped), mask, denominator)
+    clip_fraction = masked_share((clipped > unclipped).to(unclipped.dtype), mask, denominator)
     return loss, clip_fraction.detach()
 
 

@@ -4,6 +4,13 @@ One step: roll out a batch of prompts (alignflow.rl.rollout), turn the reward mo
 score and the per-token KL to the reference into per-token rewards, estimate advantages with GAE,
 then run several epochs of clipped policy and value updates over minibatches. The maths lives in
 alignflow.rl.ppo_math; this loop only wires it, logs it and checkpoints it.
+
+Under a launched job (`accelerator` given) every rank rolls out its slice of the prompts, the
+rollouts are gathered so each rank holds the whole batch (advantages, whitening, metrics and the
+KL controller are then the same everywhere), and each minibatch is split over the ranks, with
+policy and value model wrapped as one module by `accelerator.prepare` (DDP). Losses are divided by
+the token count of the whole minibatch, so the averaged gradient is the one-process gradient.
+Sampling is seeded per prompt slot (alignflow.sampling), so the rollouts are the same too.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch
 from alignflow.models import response_stop_ids
 from alignflow.rl import ppo_math as pm
 from alignflow.rl.rollout import RewardFunction, response_logprobs, response_values, rollout
+from alignflow.sampling import row_seeds
 from alignflow.training.stability import check_finite
 
 
@@ -49,6 +57,20 @@ class PPOSettings:
     seed: int = 0
 
 
+class PolicyAndValue(torch.nn.Module):
+    """The two trained models as one module, so that one DDP wrapper syncs both in one step."""
+
+    def __init__(self, policy, value_model) -> None:
+        super().__init__()
+        self.policy, self.value_model = policy, value_model
+
+    def forward(self, query_ids, query_mask, response_ids, response_mask, temperature: float):
+        logprobs, entropy = response_logprobs(self.policy, query_ids, query_mask, response_ids, response_mask,
+                                              temperature, with_entropy=True)
+        values = response_values(self.value_model, query_ids, query_mask, response_ids, response_mask)
+        return logprobs, entropy, values
+
+
 @dataclass
 class PPOState:
     """What a checkpoint must restore besides the weights and the optimizer."""
@@ -61,14 +83,19 @@ class PPOTrainer:
     """Policy (trained), reference (frozen), value model (trained), reward function (frozen)."""
 
     def __init__(self, policy, reference, value_model, reward: RewardFunction, tokenizer, prompts: Sequence[str],
-                 settings: PPOSettings) -> None:
+                 settings: PPOSettings, accelerator=None) -> None:
         self.policy, self.reference, self.value_model = policy, reference, value_model
         self.reward, self.tokenizer, self.prompts, self.settings = reward, tokenizer, list(prompts), settings
         for parameter in reference.parameters():
             parameter.requires_grad_(False)
         reference.eval()
-        self.parameters = [p for p in [*policy.parameters(), *value_model.parameters()] if p.requires_grad]
+        self.learner = PolicyAndValue(policy, value_model)
+        self.parameters = [p for p in self.learner.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.learning_rate, eps=1e-5)
+        self.accelerator, self.world, self.rank = accelerator, 1, 0
+        if accelerator is not None:
+            self.learner, self.optimizer = accelerator.prepare(self.learner, self.optimizer)
+            self.world, self.rank = accelerator.num_processes, accelerator.process_index
         controller = pm.AdaptiveKLController if settings.adaptive_kl else pm.FixedKLController
         self.kl = (controller(settings.kl_coef, settings.target_kl, settings.kl_horizon) if settings.adaptive_kl
                    else controller(settings.kl_coef))
@@ -84,11 +111,15 @@ class PPOTrainer:
     def step(self) -> dict[str, float]:
         s = self.settings
         prompts = self.next_prompts()
+        seeds = row_seeds(s.seed * 100_003 + self.state.step, 0, len(prompts))
+        mine = self.my_share(list(range(len(prompts))))
         torch.manual_seed(s.seed * 100_003 + self.state.step)
         started = time.perf_counter()
-        batch, texts = rollout(self.policy, self.reference, self.value_model, self.reward, self.tokenizer, prompts,
-                               max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                               use_cache=s.use_cache)
+        batch, texts = rollout(self.policy, self.reference, self.value_model, self.reward, self.tokenizer,
+                               [prompts[i] for i in mine], [seeds[i] for i in mine], max_new_tokens=s.max_new_tokens,
+                               temperature=s.temperature, top_p=s.top_p, use_cache=s.use_cache)
+        if self.world > 1:
+            batch, texts = self.gathered(batch, texts)
         rollout_seconds = time.perf_counter() - started
         mask = batch.response_mask.float()
         scores = batch.scores
@@ -129,6 +160,31 @@ class PPOTrainer:
             metrics[key] = sum(u[key] for u in updates) / len(updates)
         return metrics
 
+    def my_share(self, indices: list[int]) -> list[int]:
+        """This rank's contiguous slice of `indices` (all of them in one process); gathering the
+        slices in rank order gives `indices` back."""
+        size = len(indices) // self.world
+        return indices[self.rank * size:(self.rank + 1) * size]
+
+    def gathered(self, batch: pm.RolloutBatch, texts: list[str]) -> tuple[pm.RolloutBatch, list[str]]:
+        """Every rank's rollout, padded to one shape (prompts on the left, responses on the right) and
+        concatenated in rank order: the batch one process would have rolled out."""
+        from accelerate.utils import gather_object
+
+        accelerator = self.accelerator
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+
+        def together(tensor: torch.Tensor, value, left: bool = False) -> torch.Tensor:
+            return accelerator.gather(accelerator.pad_across_processes(tensor, dim=1, pad_index=value,
+                                                                       pad_first=left))
+
+        return pm.RolloutBatch(
+            query_ids=together(batch.query_ids, pad, left=True), query_mask=together(batch.query_mask, 0, left=True),
+            response_ids=together(batch.response_ids, pad), response_mask=together(batch.response_mask, 0),
+            logprobs=together(batch.logprobs, 0), ref_logprobs=together(batch.ref_logprobs, 0),
+            values=together(batch.values, 0), scores=accelerator.gather(batch.scores),
+        ), gather_object(texts)
+
     def minibatches(self) -> list[list[int]]:
         order = list(range(self.settings.batch_size))
         random.Random(self.settings.seed + 7 * self.state.step).shuffle(order)
@@ -137,35 +193,42 @@ class PPOTrainer:
 
     def update(self, batch: pm.RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor,
                indices: list[int]) -> dict[str, float]:
+        """One clipped step on the minibatch `indices`; a rank computes its slice's share of the means."""
         s = self.settings
-        pick = torch.tensor(indices)
+        tokens = batch.response_mask[torch.tensor(indices)].float().sum()  # of the whole minibatch
+        pick = torch.tensor(self.my_share(indices))
         query_ids, query_mask = batch.query_ids[pick], batch.query_mask[pick]
         response_ids, mask = batch.response_ids[pick], batch.response_mask[pick]
-        self.policy.train()
-        self.value_model.train()
-        logprobs, entropy = response_logprobs(self.policy, query_ids, query_mask, response_ids, mask,
-                                              s.temperature, with_entropy=True)
-        values = response_values(self.value_model, query_ids, query_mask, response_ids, mask)
+        self.learner.train()
+        logprobs, entropy, values = self.learner(query_ids, query_mask, response_ids, mask, s.temperature)
         policy_loss, policy_clip, approx_kl = pm.clipped_policy_loss(logprobs, batch.logprobs[pick],
-                                                                     advantages[pick], mask, s.clip_range)
+                                                                     advantages[pick], mask, s.clip_range, tokens)
         value_loss, value_clip = pm.clipped_value_loss(values, batch.values[pick], returns[pick], mask,
-                                                       s.clip_range_value)
+                                                       s.clip_range_value, tokens)
         loss = policy_loss + s.vf_coef * value_loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.accelerator is None:
+            loss.backward()
+        else:  # DDP averages the ranks' gradients; their shares add up
+            self.accelerator.backward(loss * self.world)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, s.max_grad_norm)
         self.optimizer.step()
-        return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
-                "policy_clip_fraction": float(policy_clip), "value_clip_fraction": float(value_clip),
-                "approx_kl": float(approx_kl), "entropy": float(pm.masked_mean(entropy.detach(), mask)),
-                "grad_norm": float(grad_norm)}
+        stats = torch.stack([policy_loss.detach(), value_loss.detach(), policy_clip, value_clip, approx_kl,
+                             pm.masked_share(entropy.detach(), mask, tokens)])
+        if self.accelerator is not None:
+            stats = self.accelerator.reduce(stats, "sum")
+        names = ("policy_loss", "value_loss", "policy_clip_fraction", "value_clip_fraction", "approx_kl", "entropy")
+        return {**dict(zip(names, stats.tolist(), strict=True)), "grad_norm": float(grad_norm)}
 
     # -- checkpoints -----------------------------------------------------------------------------------
 
     def save(self, folder: Path) -> None:
-        """Weights, optimizer, controller and step; `state.json` last, so a complete folder has it."""
+        """Weights, optimizer, controller and step; `state.json` last, so a complete folder has it.
+        In a launched job the main process writes (every rank holds the same weights)."""
         import json
 
+        if self.rank != 0:
+            return
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({"policy": self.policy.state_dict(), "value": self.value_model.state_dict(),
                     "optimizer": self.optimizer.state_dict()}, folder / "weights.pt")

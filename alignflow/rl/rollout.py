@@ -15,7 +15,7 @@ import torch
 
 from alignflow.models import response_stop_ids
 from alignflow.rl.ppo_math import RolloutBatch, entropy_from_logits, first_eos_mask, logprobs_from_logits
-from alignflow.sampling import left_padded
+from alignflow.sampling import left_padded, sample
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -65,16 +65,17 @@ def sequence_scores(reward_model, query_ids, query_mask, response_ids, response_
 
 
 @torch.no_grad()
-def generate(policy, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, temperature: float, top_p: float,
+def generate(policy, tokenizer, prompts: Sequence[str], seeds: Sequence[int], *, max_new_tokens: int,
+             temperature: float, top_p: float,
              use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(query_ids, query_mask, response_ids, response_mask) for one sampled response per prompt."""
+    """(query_ids, query_mask, response_ids, response_mask) for one sampled response per prompt,
+    row i drawn with `seeds[i]` (alignflow.sampling.SeededSampling)."""
     device = next(policy.parameters()).device
     batch = left_padded(tokenizer, prompts, device)
     stops = response_stop_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    output = policy.generate(**batch, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                             max_new_tokens=max_new_tokens, use_cache=use_cache, eos_token_id=stops,
-                             pad_token_id=pad)
+    output = sample(policy, batch, seeds, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                    stop_ids=stops, pad_id=pad, use_cache=use_cache)
     response_ids = output[:, batch["input_ids"].shape[1]:]
     response_mask = first_eos_mask(response_ids, stops)
     response_ids = response_ids.masked_fill(response_mask == 0, pad)
@@ -85,14 +86,16 @@ RewardFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def rollout(policy, reference, value_model, reward: RewardFunction, tokenizer, prompts: Sequence[str], *,
-            max_new_tokens: int, temperature: float, top_p: float, use_cache: bool = True) -> tuple[RolloutBatch, list[str]]:
-    """Sample, then score: policy and reference log-probs, values, the sequence reward; and the texts."""
+def rollout(policy, reference, value_model, reward: RewardFunction, tokenizer, prompts: Sequence[str],
+            seeds: Sequence[int], *, max_new_tokens: int, temperature: float, top_p: float,
+            use_cache: bool = True) -> tuple[RolloutBatch, list[str]]:
+    """Sample (row i with `seeds[i]`), then score: policy and reference log-probs, values, the
+    sequence reward; and the texts."""
     was_training = policy.training, value_model.training
     policy.eval()
     value_model.eval()
     query_ids, query_mask, response_ids, response_mask = generate(
-        policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        policy, tokenizer, prompts, seeds, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
         use_cache=use_cache)
     logprobs = response_logprobs(policy, query_ids, query_mask, response_ids, response_mask, temperature)
     ref_logprobs = response_logprobs(reference, query_ids, query_mask, response_ids, response_mask, temperature)
