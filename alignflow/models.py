@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -223,6 +224,11 @@ def check_causal_lm(name_or_path: str) -> dict[str, Any]:
             "architectures": getattr(config, "architectures", None)}
 
 
+# from_pretrained builds models under process-wide patches of torch (empty "meta" weights): two
+# threads loading at once (a thread task runner's shards) corrupt each other's models.
+_LOADING = threading.Lock()
+
+
 def load_causal_lm(name_or_path: str, placement: Placement, *, trainable: bool = False, **kwargs):
     """A causal LM on `placement`'s device: frozen in its dtype (eval mode), or trainable in its
     training dtype. `kwargs` go to from_pretrained (e.g. dropout overrides)."""
@@ -230,7 +236,7 @@ def load_causal_lm(name_or_path: str, placement: Placement, *, trainable: bool =
 
     dtype = placement.train_dtype if trainable else placement.dtype
     require_local_model(name_or_path)
-    with model_errors(name_or_path):
+    with model_errors(name_or_path), _LOADING:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
     model.to(placement.torch_device)
     return model if trainable else model.eval()
@@ -243,7 +249,7 @@ def load_reward_model(name_or_path: str, placement: Placement, tokenizer, *, tra
 
     dtype = placement.train_dtype if trainable else placement.dtype
     require_local_model(name_or_path)
-    with model_errors(name_or_path, "reward model"):
+    with model_errors(name_or_path, "reward model"), _LOADING:
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=dtype)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(placement.torch_device)

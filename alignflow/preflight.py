@@ -26,6 +26,10 @@ def check_pipeline(config: PipelineConfig) -> None:
     accelerate_config = config.execution.accelerate_config
     if accelerate_config and not Path(accelerate_config).is_file():
         raise DataError(f"execution.accelerate_config: {accelerate_config}: no such file")
+    if config.execution.task_runner == "dask" and config.stages.preferences is not None:
+        from alignflow.fanout import task_runner
+
+        task_runner(config.execution)  # prefect-dask missing: one line, before any stage runs
     if config.base_model:
         from alignflow.models import check_causal_lm
 

@@ -63,6 +63,16 @@ class ExecutionConfig(Section):
         None, description="accelerate's own YAML (DDP, FSDP or DeepSpeed settings), passed to `accelerate launch` "
         "as --config_file; its values win over num_processes and num_machines."
     )
+    task_runner: Literal["inline", "thread", "process", "dask"] = Field(
+        "inline",
+        description="How data stages fan out their work (preference sampling over prompt shards): inline, in "
+        "the stage's process; thread, process or dask, one Prefect task per shard on that task runner (dask: "
+        "a local cluster of data_workers processes, or the scheduler at dask_address). Rows equal inline ones.",
+    )
+    data_workers: int = Field(2, ge=1, description="Shards (and threads, processes or local Dask workers) of a "
+                              "fanned-out data stage.")
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster, e.g. "
+                                     "tcp://10.0.0.5:8786 (task_runner: dask). Unset: a local cluster.")
     parallel_stages: int = Field(
         1,
         ge=1,

@@ -19,10 +19,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from alignflow.data import preferences as prefs
 from alignflow.data.tables import check_rejected_fraction, read_table, rejects, write_table
 from alignflow.errors import DataError
+from alignflow.fanout import batch_shards, fan_out
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, PreferencesConfig
 from alignflow.stage import Stage, StageContext, StageOutput
@@ -65,6 +67,24 @@ def prompt_id_of(pair_id: str) -> str:
     return pair_id.rsplit("-", 2)[0]
 
 
+@task(name="preferences: sample shard", task_run_name="preferences: sample from prompt {first_index}",
+      cache_policy=NO_CACHE, persist_result=False)
+def sample_shard(policy_path: str, device: str, dtype: str, prompts: list[str], first_index: int, seed: int,
+                 settings: dict) -> list:
+    """K responses for each prompt of one shard, in a task-runner worker: rows `first_index`... of the
+    whole prompt list, with the per-row seeds one process would use."""
+    from alignflow.environment import configure_environment
+    from alignflow.models import load_causal_lm, load_tokenizer, resolve_placement
+    from alignflow.sampling import generate_responses
+
+    configure_environment()
+    model = load_causal_lm(policy_path, resolve_placement(device, dtype))
+    return generate_responses(model, load_tokenizer(policy_path), prompts, num_samples=settings["num_samples"],
+                              temperature=settings["temperature"], top_p=settings["top_p"],
+                              max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
+                              seed=seed, first_index=first_index, progress=f"preferences: sample {first_index}..")
+
+
 def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[str]) -> list[dict]:
     """K responses per prompt from the SFT model, scored by the oracle or the judge."""
     from alignflow.annotation import judge_scores
@@ -78,10 +98,19 @@ def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[st
     tokenizer = load_tokenizer(policy_path)
     model = load_causal_lm(policy_path, placement)
     log_models(policy=model)
-    sampled = generate_responses(model, tokenizer, prompts, num_samples=settings.num_samples,
-                                 temperature=settings.temperature, top_p=settings.top_p,
-                                 max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                                 seed=context.config.seed, progress="preferences: sample")
+    execution = context.config.execution
+    shards = [{"policy_path": policy_path, "device": execution.device, "dtype": execution.dtype,
+               "prompts": prompts[start:end], "first_index": start, "seed": context.config.seed,
+               "settings": settings.model_dump(mode="json")}
+              for start, end in batch_shards(len(prompts), settings.batch_size,
+                                             1 if execution.task_runner == "inline" else execution.data_workers)]
+    if execution.task_runner == "inline":  # the model loaded above samples
+        sampled = generate_responses(model, tokenizer, prompts, num_samples=settings.num_samples,
+                                     temperature=settings.temperature, top_p=settings.top_p,
+                                     max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+                                     seed=context.config.seed, progress="preferences: sample")
+    else:
+        sampled = [responses for shard in fan_out(execution, sample_shard, shards) for responses in shard]
     judge = None
     if settings.annotator == "judge":
         judge_path = settings.judge.model or policy_path
@@ -223,7 +252,7 @@ STAGE = Stage(
     section=preferences_section,
     run=run_preferences,
     code=("alignflow.tasks.preferences", "alignflow.data.preferences", "alignflow.schemas.preference",
-          "alignflow.sampling", "alignflow.annotation", "alignflow.training.sft_data"),
+          "alignflow.sampling", "alignflow.fanout", "alignflow.annotation", "alignflow.training.sft_data"),
     description="Sample K responses per prompt from the SFT model, annotate, and build preference pairs.",
     loads_models=True,
 )
