@@ -29,6 +29,19 @@ def launched(stage: str, config: PipelineConfig) -> bool:
     return config.execution.launcher_of(stage) == "accelerate"
 
 
+def job_processes(config: PipelineConfig) -> int:
+    """Processes of a launched job over all machines: the accelerate config's num_processes when one
+    is given (its values win), else num_processes x num_machines."""
+    execution = config.execution
+    if execution.accelerate_config:
+        import yaml
+
+        settings = yaml.safe_load(Path(execution.accelerate_config).read_text(encoding="utf-8")) or {}
+        if "num_processes" in settings:
+            return int(settings["num_processes"])
+    return execution.num_processes * execution.num_machines
+
+
 def job_folder(config: PipelineConfig, out_dir: Path) -> Path:
     """Request, result and the other ranks' scratch space of one launched stage (outside the stage
     folder, whose manifest must hold only the stage's outputs)."""
@@ -47,9 +60,10 @@ def launch_command(config: PipelineConfig, request_file: Path, on_gpu: bool) -> 
     if execution.accelerate_config:
         command += ["--config_file", execution.accelerate_config]
     else:
-        command += ["--num_processes", str(execution.num_processes), "--num_machines", str(execution.num_machines),
+        total = execution.num_processes * execution.num_machines  # accelerate counts over all machines
+        command += ["--num_processes", str(total), "--num_machines", str(execution.num_machines),
                     "--main_process_port", str(free_port())]
-        if execution.num_processes > 1:
+        if total > 1:
             command.append("--multi_gpu")
     return [*command, *target]
 
@@ -63,7 +77,7 @@ def run_launched(stage_name: str, request: dict, run_id: str, on_gpu: bool) -> S
     request_file = folder / "request.json"
     request_file.write_text(json.dumps({**request, "stage": stage_name, "run_id": run_id, "job": str(folder)}))
     env = {**os.environ, "ACCELERATE_USE_CPU": "false" if on_gpu else "true", "PYTHONUNBUFFERED": "1"}
-    print(f"[alignflow] {stage_name}: launching {config.execution.num_processes} processes "
+    print(f"[alignflow] {stage_name}: launching {job_processes(config)} processes "
           f"({'accelerate launch' if on_gpu else 'torchrun, gloo'})", flush=True)
     try:
         code = subprocess.call(launch_command(config, request_file, on_gpu), env=env, stdin=subprocess.DEVNULL,
@@ -74,7 +88,7 @@ def run_launched(stage_name: str, request: dict, run_id: str, on_gpu: bool) -> S
             kind = DataError if error["type"] in ("DataError", "TaskSpecError") else PipelineError
             raise kind(f"{stage_name} (launched job, rank 0): {error['message']}")
         if code != 0 or not result_file.is_file():
-            raise PipelineError(f"{stage_name}: the launched job of {config.execution.num_processes} processes "
+            raise PipelineError(f"{stage_name}: the launched job of {job_processes(config)} processes "
                                 f"exited with code {code} (its output is above)")
         result = json.loads(result_file.read_text())
         return StageOutput(outputs=result["outputs"], metrics=result["metrics"], summary=result["summary"])

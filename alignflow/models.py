@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignflow.distributed import local_rank, world_size
+from alignflow.distributed import is_main_process, local_rank, world_size
 from alignflow.errors import ModelLoadError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -263,9 +263,30 @@ def save_model(model, tokenizer, folder: Path) -> Path:
     if generation is not None:
         generation.eos_token_id = response_stop_ids(tokenizer)
         generation.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
+    state = full_state_dict(model)
+    if state is None:
+        model.save_pretrained(folder)
+    elif is_main_process():  # the other ranks of a sharded model hold no full copy to write
+        model.save_pretrained(folder, state_dict=state)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def full_state_dict(model) -> dict | None:
+    """None for a model whose weights this process holds whole. For one sharded by FSDP2 (DTensor
+    parameters, as `accelerate launch` with an FSDP config leaves TRL's models), the full state dict
+    gathered onto the main process's CPU; a collective, so every rank of the job calls it."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # the gathered copies of tied weights no longer share memory: keep each parameter once, as
+    # save_pretrained does (named_parameters lists a tied one under its first name only)
+    kept = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    return {name: value for name, value in state.items() if name in kept}
 
 
 def reward_model_and_tokenizer(name_or_path: str, placement: Placement, *, trainable: bool = False):

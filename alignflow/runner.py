@@ -23,7 +23,7 @@ from alignflow.caching import (
 )
 from alignflow.config import flatten_params, section_digest
 from alignflow.errors import PipelineError
-from alignflow.launcher import launched, run_launched
+from alignflow.launcher import job_processes, launched, run_launched
 from alignflow.report import publish_run_summary
 from alignflow.schemas.config import PipelineConfig
 from alignflow.seeding import seed_everything
@@ -114,7 +114,7 @@ def stage_key(stage: Stage, config: PipelineConfig, upstream: dict[str, dict]) -
     if launched(stage.name, config):  # the global batch is batch_size x processes
         execution = config.execution
         accelerate_config = Path(execution.accelerate_config) if execution.accelerate_config else None
-        section = {"section": section, "processes": execution.num_processes * execution.num_machines,
+        section = {"section": section, "processes": job_processes(config),
                    "accelerate_config": accelerate_config.read_text() if accelerate_config else None}
     return stage_cache_key(
         stage=stage.name,

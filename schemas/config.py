@@ -57,8 +57,10 @@ class ExecutionConfig(Section):
     stage_launchers: dict[str, Literal["inline", "accelerate"]] = Field(
         {}, description="Per-stage override of launcher, e.g. {sft: accelerate, dpo: inline}."
     )
-    num_processes: int = Field(2, ge=1, description="Processes of a launched job (GPUs, or CPU workers).")
-    num_machines: int = Field(1, ge=1, description="Machines of a launched job (accelerate's multi-node settings).")
+    num_processes: int = Field(2, ge=1, description="Processes of a launched job on each machine (its GPUs, or "
+                               "CPU workers), as torchrun's nproc_per_node.")
+    num_machines: int = Field(1, ge=1, description="Machines of a launched job. Several need accelerate's "
+                              "multi-node settings (machine_rank, main_process_ip) in accelerate_config.")
     accelerate_config: str | None = Field(
         None, description="accelerate's own YAML (DDP, FSDP or DeepSpeed settings), passed to `accelerate launch` "
         "as --config_file; its values win over num_processes and num_machines."

@@ -17,7 +17,7 @@ import pandas as pd
 from prefect import task
 
 from alignflow.data.tables import read_table
-from alignflow.errors import DataError
+from alignflow.errors import ConfigError, DataError
 from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
@@ -45,12 +45,17 @@ def ppo_settings(settings: PPOStageConfig, seed: int):
     return PPOSettings(**{k: v for k, v in settings.model_dump().items() if k in fields}, seed=seed)
 
 
-def launched_accelerator(placement):
+def launched_accelerator(context: StageContext, placement):
     """accelerate's Accelerator in a launched job (gloo on CPUs, NCCL on GPUs), None in one process."""
     from alignflow.distributed import world_size
 
     if world_size() == 1:
         return None
+    settings = context.config.stages.ppo
+    for name in ("batch_size", "mini_batch_size"):
+        if getattr(settings, name) % world_size():
+            raise ConfigError(f"stages.ppo.{name} ({getattr(settings, name)}) must be a multiple of the launched "
+                              f"job's {world_size()} processes")
     from accelerate import Accelerator
 
     return Accelerator(cpu=not placement.device.startswith("cuda"))
@@ -96,7 +101,7 @@ def run_ppo(context: StageContext) -> StageOutput:
         return sequence_scores(reward_model, query_ids, query_mask, response_ids, response_mask)
 
     trainer = PPOTrainer(policy, reference, value_model, reward, tokenizer, prompts,
-                         ppo_settings(settings, context.config.seed), accelerator=launched_accelerator(placement))
+                         ppo_settings(settings, context.config.seed), accelerator=launched_accelerator(context, placement))
     checkpoints = checkpoint_dir(context.config, "ppo", context.out_dir)
     resume_step = completed_step(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
