@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,9 +147,29 @@ def call_stage(stage: Stage, config: PipelineConfig, upstream: dict[str, dict], 
     return stage.run(StageContext(stage.name, config, section, upstream, out_dir))
 
 
+def stage_gpus(config: PipelineConfig) -> list[int]:
+    """The GPUs side-by-side stages (parallel_stages) spread over: all of them when execution.device
+    is auto and there are several, none otherwise (the stages share execution.device)."""
+    if config.execution.device != "auto":
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return list(range(count)) if count > 1 else []
+
+
+def least_busy(gpus: list[int], busy: Counter) -> int:
+    """The GPU running the fewest stages (the lowest index among equals)."""
+    return min(gpus, key=lambda gpu: (busy[gpu], gpu))
+
+
 def execute_stage(stage: Stage, request: dict) -> dict:
-    """Run one stage into a fresh output folder under its own MLflow child run; return its result."""
+    """Run one stage into a fresh output folder under its own MLflow child run; return its result.
+    A `device` in the request (the GPU a side-by-side stage was given) replaces execution.device."""
     config = PipelineConfig.model_validate(request["config"])
+    if request.get("device"):
+        config = config.model_copy(update={"execution": config.execution.model_copy(
+            update={"device": request["device"]})})
     out_dir = Path(request["out_dir"])
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -274,6 +295,7 @@ def _run_concurrently(plan: list[PlannedStage], context: _RunContext, workers: i
     reports: dict[str, StageReport] = {}
     waiting = list(plan)
     running: dict[Any, tuple[PlannedStage, dict, float]] = {}
+    gpus, busy = stage_gpus(context.config), Counter()
     with ProcessPoolTaskRunner(max_workers=workers) as pool:
         while waiting or running:
             ready = [p for p in waiting if context.ready(p.stage)]
@@ -284,6 +306,10 @@ def _run_concurrently(plan: list[PlannedStage], context: _RunContext, workers: i
                     reports[planned.stage.name] = launch.report
                     context.results[planned.stage.name] = launch.report.result
                     continue
+                if gpus and planned.stage.loads_models and not launched(planned.stage.name, context.config):
+                    gpu = least_busy(gpus, busy)
+                    busy[gpu] += 1
+                    launch.request["device"] = f"cuda:{gpu}"  # not in the key: any GPU gives the result
                 future = pool.submit(launch.task, parameters={"request": launch.request})
                 running[future] = (planned, launch.request, time.perf_counter())
             if not running:
@@ -293,6 +319,8 @@ def _run_concurrently(plan: list[PlannedStage], context: _RunContext, workers: i
                 continue  # cached stages made more stages ready
             future = next(as_completed(list(running)))  # a finished one
             planned, request, started = running.pop(future)
+            if "device" in request:
+                busy[int(request["device"].partition(":")[2])] -= 1
             future.wait()  # not redundant: it loads the final Prefect state (else still PENDING)
             report = _finish(planned.stage, future.state, time.perf_counter() - started, request, context)
             reports[planned.stage.name] = report

@@ -126,8 +126,8 @@ def main() -> int:
         "wall_seconds": time.perf_counter() - started,
     }
     print(json.dumps(results, indent=1), flush=True)
-    results["ddp"] = ddp_scaling(args, config, sft_tps, n_params)
-    print(json.dumps({"ddp": results["ddp"]}, indent=1), flush=True)
+    results["scaling"] = ddp_scaling(args, config, sft_tps, n_params)
+    print(json.dumps({"scaling": results["scaling"]}, indent=1), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "gpu_check.json").write_text(json.dumps(results, indent=1))
@@ -137,21 +137,31 @@ def main() -> int:
 
 
 def ddp_scaling(args, config: dict, single_tps: float, n_params: int) -> dict:
-    """SFT again as a launched DDP job with the same per-process batch: tokens/s per process and the
-    scaling efficiency against the single-process run (1.0 = linear)."""
+    """SFT again as a launched job over every GPU, with DDP and with FSDP2 (accelerate's own config,
+    configs/accelerate/fsdp_8gpu.yaml resized), at the same per-process batch: tokens/s per process
+    and the scaling efficiency against the single-process run (1.0 = linear)."""
     import torch
-
-    from alignflow.cli import main as alignflow
 
     processes = args.ddp if args.ddp is not None else (torch.cuda.device_count() if args.device.startswith("cuda")
                                                         else 0)
     if processes < 2:
         return {"skipped": f"{processes or 1} device(s): DDP/FSDP scaling not measured"}
-    ddp = json.loads(json.dumps(config))
-    ddp["execution"] |= {"launcher": "accelerate", "num_processes": processes}
-    Path("ddp.yaml").write_text(yaml.safe_dump(ddp, allow_unicode=True), encoding="utf-8")
-    if alignflow(["run", "ddp.yaml", "--only", "sft"]) != 0:
-        return {"failed": "the DDP SFT run failed (output above)"}
+    fsdp = yaml.safe_load((REPO / "configs" / "accelerate" / "fsdp_8gpu.yaml").read_text(encoding="utf-8"))
+    fsdp["num_processes"] = processes
+    Path("fsdp.yaml").write_text(yaml.safe_dump(fsdp), encoding="utf-8")
+    return {kind: launched_sft(args, config, single_tps, n_params, processes, extra)
+            for kind, extra in (("ddp", {}), ("fsdp", {"accelerate_config": "fsdp.yaml"}))}
+
+
+def launched_sft(args, config: dict, single_tps: float, n_params: int, processes: int, extra: dict) -> dict:
+    from alignflow.cli import main as alignflow
+
+    launched = json.loads(json.dumps(config))
+    launched["execution"] |= {"launcher": "accelerate", "num_processes": processes, **extra}
+    name = "fsdp-run.yaml" if extra else "ddp-run.yaml"
+    Path(name).write_text(yaml.safe_dump(launched, allow_unicode=True), encoding="utf-8")
+    if alignflow(["run", name, "--only", "sft"]) != 0:
+        return {"failed": f"the launched SFT run ({name}) failed (output above)"}
     runs, client = stage_runs(Path.cwd())
     latest = max((r for r in client.search_runs([client.get_experiment_by_name("gpu-check").experiment_id])
                   if r.data.tags.get("alignflow.stage") == "sft"), key=lambda r: r.info.start_time)

@@ -79,8 +79,8 @@ class ExecutionConfig(Section):
         1,
         ge=1,
         description="Stages that may run at once when their inputs are ready (DPO beside reward model -> PPO). "
-        "1: one after another in this process. More: each stage in its own worker process (own RNG; the "
-        "workers share execution.device). Never part of a cache key.",
+        "1: one after another in this process. More: each stage in its own worker process (own RNG); with "
+        "execution.device auto and several GPUs each such stage gets the least busy GPU. Never part of a cache key.",
     )
 
 

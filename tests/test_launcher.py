@@ -63,6 +63,12 @@ def stage_runs(folder: Path, stage: str):
                               order_by=["attributes.start_time ASC"])
 
 
+def computing_run(folder: Path, run):
+    """The run that computed a stage: `run` itself, or the one a cache-hit run names."""
+    cached_from = run.data.tags.get("alignflow.cached_from")
+    return project_store(folder).get_run(cached_from) if cached_from else run
+
+
 def curve(folder: Path, run_id: str, key: str) -> list[float]:
     history = project_store(folder).get_metric_history(run_id, key)
     return [m.value for m in sorted(history, key=lambda m: m.step)]
@@ -119,7 +125,7 @@ def test_two_processes_run_ppo_as_one(project, capsys):
     minibatch is split over the ranks: the curves are the one-process curves."""
     inline = run_in_this_process(["run", write_config(project, "inline.yaml")], project, capsys)
     assert inline.returncode == 0, inline.stdout[-3000:] + inline.stderr[-3000:]
-    one = stage_runs(project, "ppo")[-1]
+    one = computing_run(project, stage_runs(project, "ppo")[-1])
     result = run_in_this_process(["run", write_config(project, "ppo2.yaml", launched={"ppo": "accelerate"}),
                                   "--only", "ppo"], project, capsys)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -133,6 +139,10 @@ def test_two_processes_run_ppo_as_one(project, capsys):
         assert two.data.metrics[key] == pytest.approx(one.data.metrics[key], abs=1e-4), key
     client = project_store(project)
     assert {a.path for a in client.list_artifacts(two.info.run_id)} == {a.path for a in client.list_artifacts(one.info.run_id)}
+
+    def upstream_stages(run) -> list[str]:
+        return sorted(entry.split(":")[0] for entry in run.data.tags["alignflow.upstream_runs"].split(","))
+    assert upstream_stages(two) == upstream_stages(one) == ["preferences", "reward_model", "sft"], "the same lineage"
     key = two.data.tags["alignflow.cache_key"]
     assert (project / "artifacts" / "ppo" / key / "model" / "model.safetensors").is_file()
 

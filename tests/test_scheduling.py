@@ -254,3 +254,29 @@ def test_serve_refuses_what_it_cannot_schedule(project, capsys, cron, api_url, m
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         assert main(["serve", "configs/smoke.yaml", "--cron", cron]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_side_by_side_stages_go_to_the_least_busy_gpu():
+    from collections import Counter
+
+    from alignflow.runner import least_busy
+
+    busy = Counter()
+    given = []
+    for _ in range(5):
+        gpu = least_busy([0, 1, 2], busy)
+        busy[gpu] += 1
+        given.append(gpu)
+    assert given == [0, 1, 2, 0, 1]
+    busy[0] -= 2  # two stages on GPU 0 finished
+    assert least_busy([0, 1, 2], busy) == 0
+
+
+def test_stages_share_the_configured_device_unless_it_is_auto():
+    from alignflow.runner import stage_gpus
+    from alignflow.schemas.config import PipelineConfig
+
+    pinned = PipelineConfig.model_validate({"name": "x", "base_model": "m", "execution": {"device": "cpu"}})
+    assert stage_gpus(pinned) == []
+    auto = PipelineConfig.model_validate({"name": "x", "base_model": "m"})
+    assert stage_gpus(auto) == []  # this machine has no GPU (several are needed to spread over)
