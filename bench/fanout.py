@@ -28,6 +28,11 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="alignflow-fanout-"))
     configure_environment(folder)
+    from alignflow.prefect_server import start_prefect_api
+
+    server = start_prefect_api()  # the CLI's temporary Prefect server, before prefect is imported
+    if server is not None:
+        server.wait_until_ready(120)
     from alignflow.demo.foreign import build_foreign_model, corpus_texts
     from alignflow.fanout import batch_shards, fan_out
     from alignflow.schemas.config import ExecutionConfig
@@ -50,6 +55,7 @@ def main() -> None:
         started = time.perf_counter()
         sampled = [r for shard in fan_out(execution, sample_shard, shards) for r in shard]
         seconds[runner] = time.perf_counter() - started
+        print(f"[fanout] {runner}: {seconds[runner]:.1f} s", flush=True)
         results[runner] = [[x.text for x in responses] for responses in sampled]
     same = {runner: results[runner] == results["inline"] for runner in results}
     print(json.dumps({"prompts": args.prompts, "samples": args.samples, "workers": args.workers,
