@@ -8,14 +8,24 @@ usable cached result from one whose files were deleted or damaged (a miss, never
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
+from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 
 from alignflow import __version__
 
 MANIFEST = "manifest.json"
+# Files that hold a run id or a time (model cards): listed and verified in the manifest, but not
+# part of the output digest, so a recomputed model with the same weights keeps downstream cached.
+VOLATILE_FILES = ("README.md",)
+# Modules that decide when and where a stage runs, not what it computes: a stage's code digest
+# does not follow imports into them (else every edit of the runner would recompute everything).
+ORCHESTRATION = frozenset({"alignflow.runner", "alignflow.cli", "alignflow.prefect_server", "alignflow.scheduling",
+                           "alignflow.report", "alignflow.lineage_picture", "alignflow.tasks", "alignflow.flows"})
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -38,6 +48,66 @@ def code_digest(module_names: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
+def module_closure(roots: Iterable[str], package: str = "alignflow",
+                   boundary: frozenset[str] = ORCHESTRATION) -> tuple[str, ...]:
+    """`roots` and every module of `package` they import, transitively (imports inside functions
+    too: stages import torch-side code lazily), read from source, never imported; parent packages
+    below the top one count as imported. Traversal stops at `boundary` modules."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name in boundary:
+            continue
+        origin = _source_file(name)
+        if origin is None:
+            raise ValueError(f"stage code module {name!r} not found")
+        seen.add(name)
+        parent = name.rpartition(".")[0]
+        if parent and parent != package:
+            todo.append(parent)
+        stamp = Path(origin).stat().st_mtime_ns  # an edited file is parsed again
+        todo += [m for m in _imported(origin, stamp, name, _is_package(origin), package) if m not in seen]
+    return tuple(sorted(seen))
+
+
+def _source_file(name: str) -> str | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _is_package(origin: str) -> bool:
+    return Path(origin).name == "__init__.py"
+
+
+@cache
+def _imported(origin: str, stamp: int, name: str, is_package: bool, package: str) -> tuple[str, ...]:
+    """Modules of `package` that the source at `origin` (module `name`, file time `stamp`) imports."""
+    tree = ast.parse(Path(origin).read_text(encoding="utf-8"), filename=origin)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            here = name if is_package else name.rpartition(".")[0]
+            if node.level:
+                here = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1])
+                base = f"{here}.{node.module}" if node.module else here
+            else:
+                base = node.module or ""
+            candidates = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for candidate in candidates:
+            if (candidate == package or candidate.startswith(package + ".")) and _source_file(candidate):
+                found.add(candidate)
+    found.discard(package)
+    return tuple(sorted(found))
+
+
 def stage_cache_key(*, stage: str, section_digest: str, input_digests: dict[str, str], code: str) -> str:
     payload = {
         "stage": stage,
@@ -51,11 +121,13 @@ def stage_cache_key(*, stage: str, section_digest: str, input_digests: dict[str,
 
 
 def write_manifest(folder: Path) -> str:
-    """Record every file under `folder` (size and sha256); return the folder's content digest."""
+    """Record every file under `folder` (size and sha256); return the folder's content digest (of
+    every file but the VOLATILE_FILES)."""
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
         files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    lasting = {name: entry for name, entry in files.items() if Path(name).name not in VOLATILE_FILES}
+    digest = hashlib.sha256(json.dumps(lasting, sort_keys=True).encode()).hexdigest()
     (folder / MANIFEST).write_text(json.dumps({"digest": digest, "files": files}, indent=1, sort_keys=True))
     return digest
 

@@ -121,7 +121,7 @@ def stage_key(stage: Stage, config: PipelineConfig, upstream: dict[str, dict]) -
         stage=stage.name,
         section_digest=section_digest(section),
         input_digests={name: result["digest"] for name, result in upstream.items()},
-        code=code_digest(stage.code + (("alignflow.models",) if stage.loads_models else ())),
+        code=code_digest(stage.modules),
     )
 
 

@@ -39,8 +39,9 @@ class Stage:
     """A unit a user reruns.
 
     `section` picks out of the pipeline config everything that determines this stage's output
-    (None: the stage is not configured and does not run). `code` lists the modules whose source
-    is part of the cache key. `upstream` stages must be configured for this stage to run;
+    (None: the stage is not configured and does not run). The source of the modules that `run`'s
+    and `section`'s modules import (alignflow.caching.module_closure) is part of the cache key.
+    `upstream` stages must be configured for this stage to run;
     `optional_upstream` ones are read only when configured.
     """
 
@@ -48,10 +49,16 @@ class Stage:
     upstream: tuple[str, ...]
     section: Callable[[PipelineConfig], Any]
     run: Callable[[StageContext], StageOutput]
-    code: tuple[str, ...]
     description: str = ""
     optional_upstream: tuple[str, ...] = ()  # read when configured (e.g. self_instruct before clean)
     loads_models: bool = False  # execution.device/dtype and chat_template then belong to its cache key
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Every alignflow module this stage's code imports, transitively (its code digest)."""
+        from alignflow.caching import module_closure
+
+        return module_closure({self.run.__module__, self.section.__module__})
 
     def inputs(self, active: set[str] | dict) -> tuple[str, ...]:
         """Upstream stages this stage reads in a pipeline where `active` stages run."""

@@ -114,8 +114,6 @@ STAGE = Stage(
     upstream=(),
     section=build_section,
     run=run_build,
-    code=("alignflow.tasks.build", "alignflow.data.instructions", "alignflow.demo.corpus", "alignflow.demo.lexicon", "alignflow.data.loaders", "alignflow.data.tables",
-          "alignflow.schemas.instruction"),
     description="Instruction rows from human-written seeds and templated datasets.",
 )
 

@@ -193,8 +193,6 @@ STAGE = Stage(
     optional_upstream=("self_instruct",),
     section=clean_section,
     run=run_clean,
-    code=("alignflow.tasks.clean", "alignflow.data.cleaning", "alignflow.data.minhash", "alignflow.data.tables",
-          "alignflow.schemas.instruction"),
     description="Normalise, filter and deduplicate instruction rows; rejected rows say why.",
 )
 

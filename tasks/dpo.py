@@ -137,8 +137,6 @@ STAGE = Stage(
     upstream=("sft", "preferences"),
     section=dpo_section,
     run=run_dpo,
-    code=("alignflow.tasks.dpo", "alignflow.training.win_rate", "alignflow.training.checkpoints",
-          "alignflow.training.callbacks", "alignflow.sampling", "alignflow.model_card"),
     description="Direct preference optimisation of the SFT model (TRL DPOTrainer), the SFT model as reference.",
     loads_models=True,
 )

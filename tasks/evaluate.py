@@ -148,10 +148,6 @@ STAGE = Stage(
     optional_upstream=("sft", "dpo", "ppo", "grpo", "rloo"),
     section=evaluate_section,
     run=run_evaluate,
-    code=("alignflow.tasks.evaluate", "alignflow.evaluation.spec", "alignflow.evaluation.prompts",
-          "alignflow.evaluation.selection", "alignflow.evaluation.embeddings", "alignflow.evaluation.scoring",
-          "alignflow.evaluation.metrics", "alignflow.evaluation.sweep", "alignflow.demo.corpus",
-          "alignflow.demo.lexicon"),
     description="Few-shot sweep (tasks x k) of every model; results table, curves, heatmap.",
     loads_models=True,
 )

@@ -21,8 +21,6 @@ STAGE = Stage(
     upstream=("sft", "reward_model", "preferences"),
     section=grpo_section,
     run=run_group_rl,
-    code=("alignflow.tasks.grpo", "alignflow.sampling", "alignflow.training.group_rl", "alignflow.rl.heldout", "alignflow.rl.rollout",
-          "alignflow.training.checkpoints", "alignflow.training.callbacks", "alignflow.model_card"),
     description="GRPO (TRL) against the reward model, the SFT policy as reference.",
     loads_models=True,
 )

@@ -155,8 +155,6 @@ STAGE = Stage(
     upstream=("sft", "reward_model", "preferences"),
     section=ppo_section,
     run=run_ppo,
-    code=("alignflow.tasks.ppo", "alignflow.rl.ppo_trainer", "alignflow.rl.ppo_math", "alignflow.rl.rollout",
-          "alignflow.rl.heldout", "alignflow.sampling", "alignflow.training.win_rate", "alignflow.training.checkpoints", "alignflow.model_card"),
     description="PPO against the reward model with a per-token KL penalty to the SFT policy.",
     loads_models=True,
 )

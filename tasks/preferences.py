@@ -251,8 +251,6 @@ STAGE = Stage(
     upstream=("sft", "validate"),
     section=preferences_section,
     run=run_preferences,
-    code=("alignflow.tasks.preferences", "alignflow.data.preferences", "alignflow.schemas.preference",
-          "alignflow.sampling", "alignflow.fanout", "alignflow.annotation", "alignflow.training.sft_data"),
     description="Sample K responses per prompt from the SFT model, annotate, and build preference pairs.",
     loads_models=True,
 )

@@ -132,8 +132,6 @@ STAGE = Stage(
     upstream=(),
     section=pretrain_section,
     run=run_pretrain,
-    code=("alignflow.tasks.pretrain", "alignflow.demo.corpus", "alignflow.demo.lexicon",
-          "alignflow.demo.tokenizer", "alignflow.demo.model", "alignflow.demo.pretraining"),
     description="Build the demo base model, or reference base_model.",
     loads_models=True,
 )

@@ -114,8 +114,6 @@ STAGE = Stage(
     upstream=("sft", "preferences"),
     section=reward_model_section,
     run=run_reward_model,
-    code=("alignflow.tasks.reward_model", "alignflow.training.reward", "alignflow.training.checkpoints",
-          "alignflow.training.callbacks", "alignflow.model_card"),
     description="Bradley-Terry reward model on the preference pairs (TRL RewardTrainer).",
     loads_models=True,
 )

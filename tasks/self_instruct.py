@@ -283,8 +283,6 @@ STAGE = Stage(
     upstream=("pretrain", "build"),
     section=self_instruct_section,
     run=run_self_instruct,
-    code=("alignflow.tasks.self_instruct", "alignflow.data.self_instruct", "alignflow.data.rouge",
-          "alignflow.generation", "alignflow.data.tables", "alignflow.schemas.instruction"),
     description="Bootstrap instructions, inputs and outputs from the build pool with the generator model.",
     loads_models=True,
 )

@@ -264,9 +264,6 @@ STAGE = Stage(
     upstream=("pretrain", "validate"),
     section=sft_section,
     run=run_sft,
-    code=("alignflow.tasks.sft", "alignflow.training.sft_data", "alignflow.training.callbacks",
-          "alignflow.training.mixing", "alignflow.training.curriculum", "alignflow.training.stability",
-          "alignflow.training.sft_trainer", "alignflow.training.checkpoints", "alignflow.model_card"),
     description="Supervised fine-tuning (full or LoRA) with loss on responses only.",
     loads_models=True,
 )

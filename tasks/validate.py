@@ -129,7 +129,6 @@ STAGE = Stage(
     optional_upstream=("self_instruct", "clean"),
     section=validate_section,
     run=run_validate,
-    code=("alignflow.tasks.validate", "alignflow.data.tables", "alignflow.schemas.instruction"),
     description="Validate instruction data; data card; train/validation split.",
 )
 

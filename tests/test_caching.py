@@ -1,6 +1,6 @@
 import json
 
-from alignflow.caching import code_digest, stage_cache_key, verify_manifest, write_manifest
+from alignflow.caching import code_digest, module_closure, stage_cache_key, verify_manifest, write_manifest
 
 
 def key(**overrides):
@@ -53,3 +53,55 @@ def test_manifest_digest_depends_on_content(tmp_path):
     assert write_manifest(tmp_path) != first
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert list(manifest["files"]) == ["a.txt"]
+
+
+def write_package(root, files):
+    for name, source in files.items():
+        (root / name).write_text(source)
+
+
+def test_code_digest_follows_real_imports_two_hops_away(tmp_path, monkeypatch):
+    package = tmp_path / "fakestage"
+    package.mkdir()
+    write_package(package, {
+        "__init__.py": "",
+        "stage.py": "def run():\n    from fakestage.helpers import step  # lazy, as stages import torch code\n    return step()\n",
+        "helpers.py": "from .maths import scale\n\n\ndef step():\n    return scale(2)\n",
+        "maths.py": "def scale(x):\n    return 3 * x\n",
+        "unused.py": "X = 1\n",
+    })
+    monkeypatch.syspath_prepend(str(tmp_path))
+    closure = module_closure({"fakestage.stage"}, package="fakestage")
+    assert closure == ("fakestage.helpers", "fakestage.maths", "fakestage.stage")
+    before = code_digest(closure)
+
+    (package / "unused.py").write_text("X = 2\n")
+    assert code_digest(module_closure({"fakestage.stage"}, package="fakestage")) == before
+    (package / "maths.py").write_text("def scale(x):\n    return 4 * x\n")
+    assert code_digest(module_closure({"fakestage.stage"}, package="fakestage")) != before
+
+    # a new import is followed too (the parse is redone when the file changes)
+    (package / "helpers.py").write_text("from .maths import scale\nfrom . import unused\n\n\ndef step():\n    return 1\n")
+    assert "fakestage.unused" in module_closure({"fakestage.stage"}, package="fakestage")
+
+
+def test_stage_code_is_what_the_stage_imports():
+    from alignflow.tasks import ppo, sft
+
+    modules = ppo.STAGE.modules
+    # PPO's headline metrics and its maths are part of its key; the orchestration is not
+    assert {"alignflow.tasks.ppo", "alignflow.rl.heldout", "alignflow.rl.ppo_math", "alignflow.models"} <= set(modules)
+    assert not {"alignflow.runner", "alignflow.cli", "alignflow.tasks"} & set(modules)
+    assert "alignflow.rl.heldout" not in sft.STAGE.modules  # SFT does not recompute when PPO's code changes
+
+
+def test_model_cards_are_listed_but_not_part_of_the_digest(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"\x01" * 8)
+    (tmp_path / "model" / "README.md").write_text("run id 1")
+    first = write_manifest(tmp_path)
+    (tmp_path / "model" / "README.md").write_text("run id 2, another time")
+    assert write_manifest(tmp_path) == first
+    assert "model/README.md" in json.loads((tmp_path / "manifest.json").read_text())["files"]
+    (tmp_path / "model" / "weights.bin").write_bytes(b"\x02" * 8)
+    assert write_manifest(tmp_path) != first

@@ -218,8 +218,7 @@ def _fake_build(context: StageContext) -> StageOutput:
     return StageOutput(outputs={"instructions": path})
 
 
-FAKE_BUILD = Stage(name="build", upstream=(), section=lambda config: {"rows": len(BUILD_ROWS)}, run=_fake_build,
-                   code=("alignflow.runner",))
+FAKE_BUILD = Stage(name="build", upstream=(), section=lambda config: {"rows": len(BUILD_ROWS)}, run=_fake_build)
 
 
 @task(name="build", **STAGE_TASK_OPTIONS)

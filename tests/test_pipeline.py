@@ -142,8 +142,7 @@ def _echo(context: StageContext) -> StageOutput:
     return StageOutput(outputs={"seen": str(context.out_dir / "seen.json")}, metrics={"files": 1.0})
 
 
-ECHO = Stage(name="echo", upstream=("pretrain",), section=lambda config: {"n": 1}, run=_echo,
-             code=("alignflow.runner",))
+ECHO = Stage(name="echo", upstream=("pretrain",), section=lambda config: {"n": 1}, run=_echo)
 
 
 @task(name="echo", **STAGE_TASK_OPTIONS)

@@ -195,6 +195,20 @@ def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(project, capsy
     assert found["dpo"] == "computed" and found["evaluate"] == "computed"
 
 
+def test_a_recomputed_model_with_the_same_weights_keeps_downstream_cached(project, capsys):
+    """The model card holds the run id, so it is not part of the output digest: recomputing the
+    reward model gives the same weights, hence the same digest, and its readers stay cached."""
+    before = json.loads((output_dir(project, "reward_model") / "manifest.json").read_text())
+    result = run_in_this_process(["run", "configs/prefs.yaml", "--refresh", "reward_model"], project, capsys)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = stage_statuses(result.stdout)
+    after = json.loads((output_dir(project, "reward_model") / "manifest.json").read_text())
+    assert found["reward_model"] == "computed"
+    assert after["files"]["model/README.md"] != before["files"]["model/README.md"]  # another run id
+    assert after["digest"] == before["digest"]
+    assert {found[s] for s in ("ppo", "grpo", "rloo", "evaluate")} == {"cached"}
+
+
 def write_jsonl(path: Path, rows: list) -> str:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
                     encoding="utf-8")
