@@ -36,6 +36,15 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def folder_fingerprint(folder: Path) -> str:
+    """Cheap identity of a local model folder (names, sizes, mtimes), so edits change the cache key."""
+    entries = sorted(
+        (p.relative_to(folder).as_posix(), p.stat().st_size, int(p.stat().st_mtime))
+        for p in folder.rglob("*") if p.is_file()
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
 def code_digest(module_names: tuple[str, ...]) -> str:
     """Digest of the source files of the modules that implement a stage (read, not imported)."""
     digest = hashlib.sha256()

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from alignflow.demo.corpus import build_families, generate_streams
+from alignflow.data.families import build_families
+from alignflow.demo.corpus import generate_streams
 from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.evaluation.sweep import SweepSettings, evaluate_model, load_tasks, torch_threads
 

@@ -31,14 +31,8 @@ from collections import defaultdict
 
 import torch
 
-from alignflow.demo.corpus import (
-    FIELD_LABELS,
-    build_families,
-    format_example,
-    format_stream,
-    generate_streams,
-    split_items,
-)
+from alignflow.data.families import FIELD_LABELS, build_families, split_items
+from alignflow.demo.corpus import format_example, format_stream, generate_streams
 from alignflow.demo.model import build_llama
 from alignflow.demo.pretraining import LoopSettings, evaluate_loss, pack_blocks, train_causal_lm
 from alignflow.demo.tokenizer import train_tokenizer

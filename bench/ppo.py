@@ -19,8 +19,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForSequenceClassification
 
+from alignflow.data.families import build_families
 from alignflow.data.instructions import demo_family_rows
-from alignflow.demo.corpus import build_families
 from alignflow.demo.model import build_llama
 from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.rl import ppo_math as pm

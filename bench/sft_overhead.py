@@ -27,8 +27,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
 from transformers.utils import logging as transformers_logging
 from trl import SFTConfig, SFTTrainer
 
+from alignflow.data.families import FIELD_LABELS, build_families
 from alignflow.data.instructions import demo_family_rows
-from alignflow.demo.corpus import FIELD_LABELS, build_families
 from alignflow.demo.model import build_llama
 from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.schemas.config import MixingConfig, SFTStageConfig

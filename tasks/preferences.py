@@ -132,9 +132,8 @@ def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[st
 
 def run_preferences(context: StageContext) -> StageOutput:
     from alignflow.models import load_tokenizer
-    from alignflow.tasks.sft import prompt_template
     from alignflow.tracking import log_tokenizer_setup
-    from alignflow.training.sft_data import prompt_text
+    from alignflow.training.sft_data import prompt_template, prompt_text
 
     settings: PreferencesConfig = context.config.stages.preferences
     seed = context.config.seed

@@ -7,7 +7,6 @@ or local folder and pass it on; nothing is trained.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,21 +14,13 @@ import mlflow
 import pandas as pd
 from prefect import task
 
+from alignflow.caching import folder_fingerprint
 from alignflow.plots import line_plot
 from alignflow.progress import StepProgress
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig
 from alignflow.stage import Stage, StageContext, StageOutput
 from alignflow.tracking import log_table_input
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """Cheap identity of a local model folder (names, sizes, mtimes), so edits change the cache key."""
-    entries = sorted(
-        (p.relative_to(folder).as_posix(), p.stat().st_size, int(p.stat().st_mtime))
-        for p in folder.rglob("*") if p.is_file()
-    )
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
 def pretrain_section(config: PipelineConfig) -> dict | None:

@@ -23,6 +23,7 @@ import mlflow
 import pandas as pd
 from prefect import task
 
+from alignflow.caching import folder_fingerprint
 from alignflow.data.self_instruct import (
     RULES,
     InstructionPool,
@@ -47,7 +48,6 @@ from alignflow.progress import StepProgress
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, SelfInstructConfig
 from alignflow.stage import Stage, StageContext, StageOutput
-from alignflow.tasks.pretrain import folder_fingerprint
 from alignflow.tracking import log_table_input
 
 STAGE_NAME = "self_instruct"

@@ -33,18 +33,12 @@ from alignflow.training.checkpoints import (
     remove_checkpoints,
     resume_point,
 )
-from alignflow.training.sft_data import IGNORE, PromptTemplate, tokenize_row
+from alignflow.training.sft_data import IGNORE, PromptTemplate, prompt_template, tokenize_row
 
 
 def sft_section(config: PipelineConfig) -> dict | None:
     settings = config.stages.sft
     return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
-
-
-def prompt_template(settings: SFTStageConfig, tokenizer) -> PromptTemplate:
-    """The basic-format template SFT trains with; later stages prompt the policy the same way."""
-    prefix = tokenizer.bos_token if settings.add_bos and tokenizer.bos_token else ""
-    return PromptTemplate(settings.prompt_with_input, settings.prompt_without_input, prefix)
 
 
 def tokenize_table(frame: pd.DataFrame, tokenizer, template: PromptTemplate,

@@ -213,7 +213,7 @@ def test_split_by_task_and_data_card():
 
 
 def test_demo_family_rows_use_train_inputs_paraphrases_and_variants(tmp_path):
-    from alignflow.demo.corpus import build_families, is_heldout
+    from alignflow.data.families import build_families, is_heldout
 
     settings = {"families": ["sentiment_zh", "add"], "per_family": 15,
                 "instructions": {"sentiment_zh": "这条评论是好评还是差评？"},

@@ -2,7 +2,8 @@ from collections import Counter
 
 import pytest
 
-from alignflow.demo.corpus import FIELD_LABELS, build_families, generate_streams, is_heldout, split_items
+from alignflow.data.families import FIELD_LABELS, build_families, is_heldout, split_items
+from alignflow.demo.corpus import generate_streams
 
 
 def streams(**overrides):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alignflow.demo.corpus import Item, format_stream
+from alignflow.data.families import Item
+from alignflow.demo.corpus import format_stream
 from alignflow.evaluation.prompts import (
     build_context,
     continuation_text,

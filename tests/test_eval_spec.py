@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alignflow.demo.corpus import build_families, is_heldout
+from alignflow.data.families import build_families, is_heldout
 from alignflow.evaluation.spec import TaskSpecError, load_items, load_task, mixed_order
 
 TASKS = Path(__file__).resolve().parents[1] / "data" / "eval" / "tasks"

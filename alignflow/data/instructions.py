@@ -181,7 +181,7 @@ def demo_family_rows(families: list[str] | None, per_family: int, language: str,
     """
     import random
 
-    from alignflow.demo.corpus import build_families, split_items
+    from alignflow.data.families import build_families, split_items
 
     catalogue = build_families()
     names = families or sorted(catalogue)

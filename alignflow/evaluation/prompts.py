@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from alignflow.demo.corpus import FIELD_LABELS
+from alignflow.data.families import FIELD_LABELS
 from alignflow.evaluation.spec import EvalDoc, TaskSpec
 
 

@@ -31,7 +31,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alignflow.demo.corpus import FIELD_LABELS, build_families, split_items
+from alignflow.data.families import FIELD_LABELS, build_families, split_items
 from alignflow.errors import DataError
 
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from alignflow.schemas.config import SFTStageConfig
+
 IGNORE = -100
 
 
@@ -28,6 +30,12 @@ class PromptTemplate:
     def render(self, instruction: str, input_text: str) -> str:
         template = self.with_input if input_text else self.without_input
         return self.prefix + template.format(instruction=instruction, input=input_text)
+
+
+def prompt_template(settings: SFTStageConfig, tokenizer) -> PromptTemplate:
+    """The basic-format template SFT trains with; later stages prompt the policy the same way."""
+    prefix = tokenizer.bos_token if settings.add_bos and tokenizer.bos_token else ""
+    return PromptTemplate(settings.prompt_with_input, settings.prompt_without_input, prefix)
 
 
 def prompt_text(row: dict, tokenizer: PreTrainedTokenizerBase, template: PromptTemplate) -> str:

@@ -1,0 +1,73 @@
+"""The layering, read from source: the library (alignflow/) never imports the stages
+(alignflow.tasks), the flows or the demo, and no stage imports another stage, so a stage's code
+digest holds its own code and what it uses, and the library runs without the demo."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The entry points that run or serve the pipeline: they must know its stages and flow.
+ENTRY_POINTS = {"alignflow.cli", "alignflow.launched", "alignflow.scheduling"}
+
+
+def module_name(path: Path, root: Path, package: str) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join([package, *parts])
+
+
+def imports(path: Path, name: str) -> set[str]:
+    """Every module name `path` (module `name`) imports, in functions too, relative ones resolved."""
+    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            found |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
+    return found
+
+
+def modules(root: Path, package: str) -> list[tuple[str, Path]]:
+    return [(module_name(path, root, package), path) for path in sorted(root.rglob("*.py"))]
+
+
+def starts(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_the_library_imports_neither_stages_flows_nor_demo():
+    forbidden = ("alignflow.tasks", "alignflow.flows", "alignflow.demo")
+    offenders = {name: sorted(m for m in imports(path, name) if starts(m, forbidden))
+                 for name, path in modules(REPO / "alignflow", "alignflow")
+                 if not starts(name, ("alignflow.demo",)) and name not in ENTRY_POINTS}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_demo_imports_no_stage():
+    offenders = {name: sorted(m for m in imports(path, name) if starts(m, ("alignflow.tasks", "alignflow.flows")))
+                 for name, path in modules(REPO / "alignflow" / "demo", "alignflow.demo")}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tasks").glob("*.py")), ids=lambda p: p.stem)
+def test_a_stage_imports_no_other_stage(path):
+    if path.name == "__init__.py":
+        pytest.skip("the package lists the stages")
+    name = module_name(path, REPO / "tasks", "alignflow.tasks")
+    others = sorted(m for m in imports(path, name) if starts(m, ("alignflow.tasks",)) and not starts(m, (name,)))
+    assert others == []
+
+
+def test_the_checker_sees_a_relative_import_inside_a_function(tmp_path):
+    (tmp_path / "stage.py").write_text("def run():\n    from ..tasks import sft\n")
+    assert "alignflow.tasks.sft" in imports(tmp_path / "stage.py", "alignflow.training.stage")
