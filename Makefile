@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.alignflow-installed
 
-.PHONY: install demo test lint ui clean-runs
+.PHONY: install demo test test-fast lint ui clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: install
 
 test: install lint
 	$(BIN)/python -m pytest
+
+# The unit tests only (no end-to-end runs, no spawned pipelines): for the edit-test loop.
+test-fast: install lint
+	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +60,40 @@ def run_in_this_process(args: list[str], cwd: Path, capsys: pytest.CaptureFixtur
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
-def run_cli(args: list[str], cwd: Path, prefect_home: Path) -> subprocess.CompletedProcess:
-    """`alignflow ARGS` in a new process (its own Prefect server), as a user runs it."""
+# A run is stuck, not slow, when it prints nothing for this long: the limit follows the work (a
+# loaded machine makes runs longer, not quieter), where a fixed wall-clock limit failed under load.
+QUIET_LIMIT_S = 600
+
+
+def run_cli(args: list[str], cwd: Path, prefect_home: Path, quiet_limit: float = QUIET_LIMIT_S
+            ) -> subprocess.CompletedProcess:
+    """`alignflow ARGS` in a new process (its own Prefect server), as a user runs it; killed only
+    when it has printed nothing for `quiet_limit` seconds."""
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "alignflow.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "alignflow.cli", *args]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, encoding="utf-8", errors="replace")
+    streams = {"out": [], "err": []}
+    last_output = [time.monotonic()]
+
+    def drain(pipe, lines):
+        for line in pipe:
+            lines.append(line)
+            last_output[0] = time.monotonic()
+
+    readers = [threading.Thread(target=drain, args=(process.stdout, streams["out"]), daemon=True),
+               threading.Thread(target=drain, args=(process.stderr, streams["err"]), daemon=True)]
+    for reader in readers:
+        reader.start()
+    while process.poll() is None:
+        if time.monotonic() - last_output[0] > quiet_limit:
+            process.kill()
+            process.wait()
+            raise subprocess.TimeoutExpired(command, quiet_limit, "".join(streams["out"]), "".join(streams["err"]))
+        time.sleep(0.5)
+    for reader in readers:
+        reader.join()
+    return subprocess.CompletedProcess(command, process.returncode, "".join(streams["out"]), "".join(streams["err"]))
 
 
 def edit_config(path: Path, change) -> None:
