@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="alignflow-tests-"))
 # Before anything imports prefect: this process's ephemeral Prefect server lives here.
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
@@ -29,14 +21,7 @@ configure_environment(_SESSION_HOME)
 # Imported now, so that `alignflow` commands run inside this process use Prefect's own temporary
 # server of this process and never set PREFECT_API_URL for the subprocesses the tests start.
 import prefect  # noqa: E402, F401
-
-
-def make_project(folder: Path) -> Path:
-    """A project folder as a user has it: the shipped configs and data files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "configs", folder / "configs", dirs_exist_ok=True)
-    shutil.copytree(REPO / "data", folder / "data", dirs_exist_ok=True)
-    return folder
+from helpers import TRAINING_STAGES, TrainedProject, edit_config, make_project, run_cli  # noqa: E402
 
 
 @pytest.fixture
@@ -45,88 +30,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     make_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def run_in_this_process(args: list[str], cwd: Path, capsys: pytest.CaptureFixture) -> subprocess.CompletedProcess:
-    """`alignflow ARGS` in the test process, in `cwd`. Its Prefect server and imports are warm, which
-    saves a new process's start-up (~15 s): for runs whose point is not a fresh process."""
-    from alignflow.cli import main
-
-    capsys.readouterr()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(cwd)
-        code = main(args)
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-
-# A run is stuck, not slow, when it prints nothing for this long: the limit follows the work (a
-# loaded machine makes runs longer, not quieter), where a fixed wall-clock limit failed under load.
-QUIET_LIMIT_S = 600
-
-
-def run_cli(args: list[str], cwd: Path, prefect_home: Path, quiet_limit: float = QUIET_LIMIT_S
-            ) -> subprocess.CompletedProcess:
-    """`alignflow ARGS` in a new process (its own Prefect server), as a user runs it; killed only
-    when it has printed nothing for `quiet_limit` seconds."""
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "alignflow.cli", *args]
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, encoding="utf-8", errors="replace")
-    streams = {"out": [], "err": []}
-    last_output = [time.monotonic()]
-
-    def drain(pipe, lines):
-        for line in pipe:
-            lines.append(line)
-            last_output[0] = time.monotonic()
-
-    readers = [threading.Thread(target=drain, args=(process.stdout, streams["out"]), daemon=True),
-               threading.Thread(target=drain, args=(process.stderr, streams["err"]), daemon=True)]
-    for reader in readers:
-        reader.start()
-    while process.poll() is None:
-        if time.monotonic() - last_output[0] > quiet_limit:
-            process.kill()
-            process.wait()
-            raise subprocess.TimeoutExpired(command, quiet_limit, "".join(streams["out"]), "".join(streams["err"]))
-        time.sleep(0.5)
-    for reader in readers:
-        reader.join()
-    return subprocess.CompletedProcess(command, process.returncode, "".join(streams["out"]), "".join(streams["err"]))
-
-
-def edit_config(path: Path, change) -> None:
-    """Apply `change` to the `stages` mapping of the YAML config at `path`."""
-    config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    change(config["stages"])
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-
-
-# Every training stage, tiny: the smoke pipeline plus demo-family rows, run once per test session.
-TRAINING_STAGES = {
-
-    "sft": {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-            "max_steps": 12, "logging_steps": 1, "eval_steps": 2, "save_steps": 6,
-            "mixing": {"cap": 15, "temperature": 2.0, "task_weights": {"add": 2.0}},
-            "curriculum": {"order_by": "base_loss", "phases": 3, "adaptive": True},
-            "plateau": {"factor": 0.5, "patience": 1}},
-    "preferences": {"tasks": ["add", "reverse"], "num_samples": 4, "max_new_tokens": 8, "eval_prompts": 8,
-                    "heldout_fraction": 0.25},
-    "reward_model": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3},
-    "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6},
-    "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
-            "sample_every": 2, "learning_rate": 1e-4},
-    "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
-    "rloo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
-}
-
-
-@dataclass(frozen=True)
-class TrainedProject:
-    folder: Path
-    config: str  # relative to folder
-    parent_run_id: str  # the first, full pipeline run
 
 
 @pytest.fixture(scope="session")
@@ -153,31 +56,3 @@ def training_project(tmp_path_factory) -> TrainedProject:
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return TrainedProject(folder, "configs/prefs.yaml", parents[0].info.run_id)
-
-
-def config_variant(project: TrainedProject, name: str, stage: str | None, change) -> str:
-    """A copy of the shared project's config, `change` applied to one stage's section (or, with
-    `stage` None, to the whole config); returns its path relative to the project folder."""
-    config = yaml.safe_load((project.folder / project.config).read_text(encoding="utf-8"))
-    change(config if stage is None else config["stages"][stage])
-    path = project.folder / "configs" / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    return str(path.relative_to(project.folder))
-
-
-def project_store(folder: Path):
-    """The MLflow client of a project folder's default store."""
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
-
-
-def metric_steps(folder: Path, run_id: str, key: str) -> list[int]:
-    """The steps at which `key` was logged in a run, in order."""
-    return [m.step for m in project_store(folder).get_metric_history(run_id, key)]
-
-
-def stage_statuses(output: str) -> dict[str, str]:
-    """stage -> computed/cached, from the summary table `alignflow run` prints."""
-    return {p[0]: p[1] for p in (line.split() for line in output.splitlines())
-            if len(p) >= 2 and p[1] in ("computed", "cached")}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from alignflow.config import parse_config
 from alignflow.data.instructions import TemplateSet, basic_messages, templated_rows

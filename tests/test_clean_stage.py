@@ -9,10 +9,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import REPO
+from helpers import REPO
+from helpers import instruction_row as row
 from mlflow.tracking import MlflowClient
 from prefect import task
-from test_cleaning import row
 
 from alignflow.data.tables import read_table, write_table
 from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage, run_pipeline

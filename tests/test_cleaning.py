@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import instruction_row as row
 
 from alignflow.data.cleaning import (
     Blocklist,
@@ -30,15 +31,6 @@ from alignflow.data.cleaning import (
 )
 from alignflow.schemas.config import CleanConfig
 from alignflow.schemas.instruction import INSTRUCTION_COLUMNS
-
-
-def row(id: str = "r1", instruction: str = "判断下面评论的情感倾向，回答积极或消极。", input: str = "这部电影太棒了！",
-        output: str = "积极", task: str = "sentiment") -> dict:
-    user = f"{instruction}\n{input}" if input else instruction
-    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    return {"id": id, "task": task, "format": "basic", "instruction": instruction, "input": input, "output": output,
-            "messages": json.dumps(messages, ensure_ascii=False), "source": "test"}
-
 
 POLICIES = ("keep", "halfwidth", "fullwidth_in_cjk")
 SAMPLES = ["你好, 世界!真的?!", "Hello， world！", "ＡＢＣ１２３ ﬁne", "中文(English)说明", "版本3.5很好.", "等等……",
@@ -146,7 +138,7 @@ def test_blocklist_file_skips_comments_and_blank_lines(tmp_path):
 
 
 def test_shipped_blocklist_loads():
-    from conftest import REPO
+    from helpers import REPO
 
     terms = load_blocklist_terms(REPO / "data" / "blocklist.txt")
     assert "制作炸弹" in terms and not any(t.startswith("#") for t in terms)

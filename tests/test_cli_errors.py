@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from conftest import REPO, run_cli, run_in_this_process
+from helpers import REPO, run_cli, run_in_this_process
 
 SMOKE_STAGES = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text(encoding="utf-8"))
 

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from alignflow.cli import main
 from alignflow.config import ConfigError, load_config, parse_config

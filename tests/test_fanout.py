@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, make_project, run_in_this_process, stage_statuses
+from helpers import REPO, make_project, run_in_this_process, stage_statuses
 
 from alignflow.demo.foreign import build_foreign_model, corpus_texts
 from alignflow.fanout import batch_shards

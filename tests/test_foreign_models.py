@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, make_project, project_store, run_cli, run_in_this_process, stage_statuses
+from helpers import REPO, make_project, project_store, run_cli, run_in_this_process, stage_statuses
 
 from alignflow.demo.foreign import KINDS, build_foreign_model, corpus_texts
 from alignflow.models import DEFAULT_CHAT_TEMPLATE, load_tokenizer, stop_token_ids

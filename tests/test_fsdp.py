@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_project
+from helpers import make_project
 from safetensors.torch import load_file
 
 from alignflow.demo.foreign import build_foreign_model, corpus_texts

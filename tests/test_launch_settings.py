@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
-from conftest import REPO
+from helpers import REPO
 
 from alignflow.launcher import job_processes, launch_command
 from alignflow.schemas.config import PipelineConfig

@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, make_project, metric_steps, project_store, run_in_this_process, stage_statuses
-from test_resume import run_until_killed
+from helpers import (
+    REPO,
+    make_project,
+    metric_steps,
+    project_store,
+    run_in_this_process,
+    run_until_killed,
+    stage_runs,
+    stage_statuses,
+)
 
 from alignflow.demo.foreign import build_foreign_model, corpus_texts
 
@@ -56,13 +64,6 @@ def write_config(folder: Path, name: str, *, launched: dict[str, str] | None = N
     return f"configs/{name}"
 
 
-def stage_runs(folder: Path, stage: str):
-    client = project_store(folder)
-    experiment = client.get_experiment_by_name("launcher")
-    return client.search_runs([experiment.experiment_id], f"tags.`alignflow.stage` = '{stage}'",
-                              order_by=["attributes.start_time ASC"])
-
-
 def computing_run(folder: Path, run):
     """The run that computed a stage: `run` itself, or the one a cache-hit run names."""
     cached_from = run.data.tags.get("alignflow.cached_from")
@@ -77,7 +78,7 @@ def curve(folder: Path, run_id: str, key: str) -> list[float]:
 def test_two_processes_train_sft_and_dpo_as_one_with_the_same_global_batch(project, capsys):
     inline = run_in_this_process(["run", write_config(project, "inline.yaml")], project, capsys)
     assert inline.returncode == 0, inline.stdout[-3000:] + inline.stderr[-3000:]
-    one_sft, one_dpo = stage_runs(project, "sft")[-1], stage_runs(project, "dpo")[-1]
+    one_sft, one_dpo = stage_runs(project, "sft", "launcher")[-1], stage_runs(project, "dpo", "launcher")[-1]
 
     # DPO as a 2-process job (per-device batch 2), on the same SFT model and pairs (from cache)
     result = run_in_this_process(["run", write_config(project, "dpo2.yaml", launched={"dpo": "accelerate"},
@@ -86,7 +87,7 @@ def test_two_processes_train_sft_and_dpo_as_one_with_the_same_global_batch(proje
     statuses = stage_statuses(result.stdout)
     assert statuses["dpo"] == "computed" and statuses["sft"] == statuses["preferences"] == "cached"
     assert "dpo: launching 2 processes (torchrun, gloo)" in result.stdout
-    two_dpo = stage_runs(project, "dpo")[-1]
+    two_dpo = stage_runs(project, "dpo", "launcher")[-1]
     assert curve(project, two_dpo.info.run_id, "loss") == pytest.approx(curve(project, one_dpo.info.run_id, "loss"),
                                                                          abs=1e-4)
     assert metric_steps(project, two_dpo.info.run_id, "loss") == [1, 2, 3, 4]
@@ -96,7 +97,7 @@ def test_two_processes_train_sft_and_dpo_as_one_with_the_same_global_batch(proje
     result = run_in_this_process(["run", write_config(project, "sft2.yaml", launched={"sft": "accelerate"}, batch=2),
                                   "--only", "sft"], project, capsys)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    two_sft = stage_runs(project, "sft")[-1]
+    two_sft = stage_runs(project, "sft", "launcher")[-1]
     assert curve(project, two_sft.info.run_id, "loss") == pytest.approx(curve(project, one_sft.info.run_id, "loss"),
                                                                          abs=1e-4)
     assert curve(project, two_sft.info.run_id, "eval_loss") == pytest.approx(
@@ -125,12 +126,12 @@ def test_two_processes_run_ppo_as_one(project, capsys):
     minibatch is split over the ranks: the curves are the one-process curves."""
     inline = run_in_this_process(["run", write_config(project, "inline.yaml")], project, capsys)
     assert inline.returncode == 0, inline.stdout[-3000:] + inline.stderr[-3000:]
-    one = computing_run(project, stage_runs(project, "ppo")[-1])
+    one = computing_run(project, stage_runs(project, "ppo", "launcher")[-1])
     result = run_in_this_process(["run", write_config(project, "ppo2.yaml", launched={"ppo": "accelerate"}),
                                   "--only", "ppo"], project, capsys)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ppo: launching 2 processes (torchrun, gloo)" in result.stdout
-    two = stage_runs(project, "ppo")[-1]
+    two = stage_runs(project, "ppo", "launcher")[-1]
     assert two.info.run_id != one.info.run_id
     for key in ("reward_mean", "kl_mean", "response_length", "policy_loss", "value_loss", "entropy", "grad_norm"):
         assert curve(project, two.info.run_id, key) == pytest.approx(curve(project, one.info.run_id, key), abs=1e-4), key
@@ -172,7 +173,7 @@ def test_a_killed_two_process_job_resumes_from_its_checkpoint(project, tmp_path,
     run_until_killed(project, ["run", config, "--only", "sft"], saved_step_4_or_8, tmp_path / "killed.log")
     result = run_in_this_process(["run", config, "--only", "sft"], project, capsys)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    resumed = stage_runs(project, "sft")[-1]
+    resumed = stage_runs(project, "sft", "launcher")[-1]
     assert resumed.data.metrics["resumed_from_step"] in (4.0, 8.0)
     assert resumed.data.metrics["global_step"] == 12
     assert metric_steps(project, resumed.info.run_id, "loss") == list(range(1, 13)), "one value per step"

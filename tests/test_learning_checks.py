@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_project, run_cli
+from helpers import make_project, run_cli
 from mlflow.tracking import MlflowClient
 
 from alignflow.tracking import TAG_STAGE

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, run_in_this_process
+from helpers import run_cli, run_in_this_process
 from mlflow.tracking import MlflowClient
 
 from alignflow.cli import main

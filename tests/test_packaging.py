@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_project
+from helpers import REPO, make_project
 
 
 def source_packages() -> set[str]:

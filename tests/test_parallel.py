@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import config_variant, project_store, run_cli, stage_statuses
+from helpers import config_variant, project_store, run_cli, stage_statuses
 
 from alignflow.tracking import TAG_STAGE
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_project, run_cli
+from helpers import make_project, run_cli
 from mlflow.tracking import MlflowClient
 from prefect import task
 from transformers import AutoModelForCausalLM, AutoTokenizer

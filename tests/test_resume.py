@@ -5,48 +5,22 @@ trained project with `--only STAGE`, so upstream stages come from cache."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from conftest import config_variant, metric_steps, project_store, run_in_this_process, stage_statuses
-
-from alignflow.tracking import TAG_STAGE
+from helpers import (
+    config_variant,
+    metric_steps,
+    project_store,
+    run_in_this_process,
+    run_until_killed,
+    stage_runs,
+    stage_statuses,
+)
 
 pytestmark = pytest.mark.slow
 
 
-
-
-def stage_runs(folder: Path, stage: str):
-    mlflow = project_store(folder)
-    experiment = mlflow.get_experiment_by_name("smoke")
-    return mlflow.search_runs([experiment.experiment_id], f"tags.`{TAG_STAGE}` = '{stage}'",
-                              order_by=["attributes.start_time ASC"])
-
-
-
-
-
-
-def run_until_killed(folder: Path, args: list[str], ready: Callable[[], bool], log: Path) -> None:
-    """Start `alignflow ARGS`, SIGKILL its whole process group as soon as `ready()` holds."""
-    env = {**os.environ, "PREFECT_HOME": str(folder / ".prefect"), "PYTHONUNBUFFERED": "1"}
-    with log.open("w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "alignflow.cli", *args], cwd=folder, env=env,
-                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 300
-        while time.time() < deadline and process.poll() is None and not ready():
-            time.sleep(0.05)
-        assert process.poll() is None, log.read_text()[-3000:]
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def test_a_killed_sft_run_resumes_from_its_last_checkpoint(training_project, tmp_path, capsys):

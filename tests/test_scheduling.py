@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, make_project
+from helpers import REPO, make_project
 
 pytestmark = pytest.mark.slow
 
