@@ -76,7 +76,7 @@ def module_closure(roots: Iterable[str], package: str = "alignflow",
         if parent and parent != package:
             todo.append(parent)
         stamp = Path(origin).stat().st_mtime_ns  # an edited file is parsed again
-        todo += [m for m in _imported(origin, stamp, name, _is_package(origin), package) if m not in seen]
+        todo += [m for m in _imported(origin, stamp, name, package) if m not in seen]
     return tuple(sorted(seen))
 
 
@@ -92,27 +92,36 @@ def _is_package(origin: str) -> bool:
     return Path(origin).name == "__init__.py"
 
 
-@cache
-def _imported(origin: str, stamp: int, name: str, is_package: bool, package: str) -> tuple[str, ...]:
-    """Modules of `package` that the source at `origin` (module `name`, file time `stamp`) imports."""
-    tree = ast.parse(Path(origin).read_text(encoding="utf-8"), filename=origin)
+def imported_names(path: Path, name: str) -> set[str]:
+    """Every module name the source at `path` (module `name`) imports, in functions too, relative
+    imports resolved; for `from m import x`, both `m` and `m.x` (x may be a submodule)."""
+    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
-            candidates = [alias.name for alias in node.names]
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            here = name if is_package else name.rpartition(".")[0]
+            base = node.module or ""
             if node.level:
-                here = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1])
-                base = f"{here}.{node.module}" if node.module else here
-            else:
-                base = node.module or ""
-            candidates = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
+                parent = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            found |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
+    return found
+
+
+@cache
+def _imported(origin: str, stamp: int, name: str, package: str) -> tuple[str, ...]:
+    """Modules of `package` that the source at `origin` (module `name`, file time `stamp`) imports.
+    A dotted name is looked up only below a package, so finding it never imports a module."""
+    found = set()
+    for candidate in imported_names(Path(origin), name):
+        if not (candidate == package or candidate.startswith(package + ".")):
             continue
-        for candidate in candidates:
-            if (candidate == package or candidate.startswith(package + ".")) and _source_file(candidate):
-                found.add(candidate)
+        parent = candidate.rpartition(".")[0]
+        if parent and not _is_package(_source_file(parent) or ""):
+            continue  # `from alignflow.models import load_causal_lm`: a name, not a module
+        if _source_file(candidate):
+            found.add(candidate)
     found.discard(package)
     return tuple(sorted(found))
 

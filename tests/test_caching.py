@@ -69,6 +69,8 @@ def test_code_digest_follows_real_imports_two_hops_away(tmp_path, monkeypatch):
         "helpers.py": "from .maths import scale\n\n\ndef step():\n    return scale(2)\n",
         "maths.py": "def scale(x):\n    return 3 * x\n",
         "unused.py": "X = 1\n",
+        "loud.py": "raise RuntimeError('imported')\n\n\ndef shout():\n    return 1\n",
+        "caller.py": "from fakestage.loud import shout\n",
     })
     monkeypatch.syspath_prepend(str(tmp_path))
     closure = module_closure({"fakestage.stage"}, package="fakestage")
@@ -83,6 +85,8 @@ def test_code_digest_follows_real_imports_two_hops_away(tmp_path, monkeypatch):
     # a new import is followed too (the parse is redone when the file changes)
     (package / "helpers.py").write_text("from .maths import scale\nfrom . import unused\n\n\ndef step():\n    return 1\n")
     assert "fakestage.unused" in module_closure({"fakestage.stage"}, package="fakestage")
+    # read, never imported: a module that fails on import is still followed
+    assert module_closure({"fakestage.caller"}, package="fakestage") == ("fakestage.caller", "fakestage.loud")
 
 
 def test_stage_code_is_what_the_stage_imports():

@@ -4,10 +4,11 @@ digest holds its own code and what it uses, and the library runs without the dem
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from alignflow.caching import imported_names as imports
 
 REPO = Path(__file__).resolve().parents[1]
 # The entry points that run or serve the pipeline: they must know its stages and flow.
@@ -19,22 +20,6 @@ def module_name(path: Path, root: Path, package: str) -> str:
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join([package, *parts])
-
-
-def imports(path: Path, name: str) -> set[str]:
-    """Every module name `path` (module `name`) imports, in functions too, relative ones resolved."""
-    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1])
-                base = f"{parent}.{base}" if base else parent
-            found |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
-    return found
 
 
 def modules(root: Path, package: str) -> list[tuple[str, Path]]:
