@@ -171,10 +171,12 @@ def verify_manifest(folder: Path, expected_digest: str, mode: str = "sha256") ->
     return None
 
 
-def read_cached_result(storage: Path, key: str) -> tuple[dict | None, str | None]:
-    """(result, None) for what Prefect persisted under `key`; (None, why not) otherwise."""
+def read_cached_result(storage: Path, key: str):
+    """(StageResult, None) for what Prefect persisted under `key`; (None, why not) otherwise."""
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
+
+    from alignflow.stage import StageResult
 
     store = ResultStore(result_storage=LocalFileSystem(basepath=str(storage)))
     if not store.exists(key):
@@ -183,6 +185,11 @@ def read_cached_result(storage: Path, key: str) -> tuple[dict | None, str | None
         result = store.read(key).result
     except Exception as error:  # a damaged record is a cache miss, not a crash  # noqa: BLE001
         return None, f"cached record {storage / key} is unreadable ({type(error).__name__})"
-    if not isinstance(result, dict) or "digest" not in result:
+    if not isinstance(result, StageResult):
         return None, f"cached record {storage / key} is not a stage result"
     return result, None
+
+
+def evict_cached_result(storage: Path, key: str) -> None:
+    """Remove Prefect's record under `key` (its files no longer match), so the stage recomputes."""
+    (storage / key).unlink(missing_ok=True)

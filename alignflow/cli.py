@@ -87,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from alignflow.config import load_config
+    from alignflow.flows.pipeline import pipeline_graph
     from alignflow.preflight import check_pipeline
     from alignflow.runner import active_stages
-    from alignflow.tasks import PIPELINE
 
     config = load_config(args.config)
-    names = [stage.name for stage, _ in active_stages(PIPELINE, config)]
+    names = [planned.stage.name for planned in active_stages(pipeline_graph, config)]
     check_pipeline(config)
     print(f"{args.config}: valid; stages: {', '.join(names)}")
     return 0
@@ -105,13 +105,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # fail fast, before a Prefect server starts
     server = start_prefect_api()
     from alignflow.errors import quiet_user_errors_in_prefect_console
-    from alignflow.flows.pipeline import pipeline  # these imports overlap the server's start-up
+    from alignflow.flows.pipeline import (  # these imports overlap the server's start-up
+        pipeline,
+        pipeline_graph,
+    )
     from alignflow.preflight import check_pipeline
-    from alignflow.runner import plan_stages
-    from alignflow.tasks import PIPELINE
+    from alignflow.runner import plan_pipeline
 
     # Mistakes in the command or the config's files are one line here, before any flow run starts.
-    plan_stages(PIPELINE, config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
+    plan_pipeline(pipeline_graph, config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
     check_pipeline(config)
     quiet_user_errors_in_prefect_console()
     if server:
@@ -127,9 +129,9 @@ def format_summary(run) -> str:
     metrics, and where to look next."""
     lines = [f"{'stage':<16}{'status':<10}{'seconds':>9}  {'mlflow run':<34}metrics"]
     for report in run:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in list(report.result["metrics"].items())[:4])
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in list(report.result.metrics.items())[:4])
         lines.append(f"{report.stage:<16}{report.status:<10}{report.seconds:>9.1f}  "
-                     f"{report.result['mlflow_run_id']:<34}{metrics}")
+                     f"{report.result.mlflow_run_id:<34}{metrics}")
     computed = sum(report.status == "computed" for report in run)
     lines.append(f"{len(run)} stages: {computed} computed, {len(run) - computed} from cache, "
                  f"{sum(report.seconds for report in run):.1f}s")
@@ -140,7 +142,7 @@ def format_summary(run) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from alignflow.config import load_config
-    from alignflow.runner import plan_stages
+    from alignflow.runner import plan_pipeline
     from alignflow.scheduling import (
         SchedulingError,
         check_schedule,
@@ -157,9 +159,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SchedulingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from alignflow.tasks import PIPELINE
+    from alignflow.flows.pipeline import pipeline_graph
 
-    plan_stages(PIPELINE, config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
+    plan_pipeline(pipeline_graph, config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
     name = args.name or config.name
     parameters = deployment_parameters(args.config, args.only, args.from_stage, args.refresh)
     print(serving_message(name, args.cron, args.timezone, parameters, api_url), flush=True)
@@ -169,24 +171,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_stages(args: argparse.Namespace) -> int:
     from alignflow.config import load_config
-    from alignflow.runner import active_stages, lookup, stage_key
-    from alignflow.tasks import PIPELINE
+    from alignflow.flows.pipeline import pipeline_graph
+    from alignflow.runner import lookup, plan_pipeline, stage_key
 
     config = load_config(args.config)
-    results: dict[str, dict] = {}
-    active = active_stages(PIPELINE, config)
-    names = {stage.name for stage, _ in active}
+    results: dict = {}
+    plan = plan_pipeline(pipeline_graph, config)
     print(f"{'stage':<16}{'status':<12}{'cache key':<50}detail")
-    for stage, _ in active:
-        inputs = stage.inputs(names)
-        if not all(name in results for name in inputs):
+    for planned in plan.values():
+        stage = planned.stage
+        if not all(upstream in results for upstream in planned.inputs):
             print(f"{stage.name:<16}{'pending':<12}{'-':<50}upstream not cached yet")
             continue
-        key = stage_key(stage, config, {name: results[name] for name in inputs})
+        key = stage_key(stage, planned.section, config, {upstream: results[upstream] for upstream in planned.inputs})
         cached, problem = lookup(config, key)
         if cached:
             results[stage.name] = cached
-            print(f"{stage.name:<16}{'cached':<12}{key:<50}run {cached['mlflow_run_id']}")
+            print(f"{stage.name:<16}{'cached':<12}{key:<50}run {cached.mlflow_run_id}")
         else:
             print(f"{stage.name:<16}{'will run':<12}{key:<50}{problem}")
     return 0

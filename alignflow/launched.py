@@ -1,5 +1,6 @@
 """One process of a launched stage job: `python -m alignflow.launched REQUEST.json` under torchrun or
-accelerate (see alignflow.launcher). Every rank runs the stage's own function on the same request,
+accelerate (see alignflow.launcher). Every rank imports the stage by its module and name and runs
+its function on the same request,
 so the trainers see one distributed job; rank 0 logs into the stage's MLflow run and writes the
 stage folder, the other ranks write into a scratch folder and a scratch MLflow store of the job."""
 
@@ -22,14 +23,17 @@ def main(request_file: str) -> int:
 
     from alignflow import tracking
     from alignflow.distributed import rank
+    from alignflow.launcher import load_typed
     from alignflow.runner import call_stage
     from alignflow.schemas.config import PipelineConfig
-    from alignflow.tasks import PIPELINE
+    from alignflow.stage import import_stage
 
     request = json.loads(Path(request_file).read_text())
     job = Path(request["job"])
-    stage = next(stage for stage, _ in PIPELINE if stage.name == request["stage"])
+    stage = import_stage(*request["stage"])
     config = PipelineConfig.model_validate(request["config"])
+    section = load_typed(*request["section"])
+    inputs = {name: load_typed(*typed) for name, typed in request["inputs"].items()}
     out_dir = Path(request["out_dir"])
     me = rank()
     if me != 0:  # same folder name (checkpoints are found by it), scratch place and store
@@ -42,7 +46,7 @@ def main(request_file: str) -> int:
     run_id = request["run_id"] if me == 0 else mlflow.MlflowClient().create_run(experiment).info.run_id
     try:
         with mlflow.start_run(run_id=run_id):
-            output = call_stage(stage, config, request["upstream"], out_dir)
+            output = call_stage(stage, config, section, inputs, out_dir)
     except Exception as error:
         from alignflow.errors import USER_ERRORS
 

@@ -68,16 +68,23 @@ def launch_command(config: PipelineConfig, request_file: Path, on_gpu: bool) -> 
     return [*command, *target]
 
 
-def run_launched(stage_name: str, request: dict, run_id: str, on_gpu: bool) -> StageOutput:
+def run_launched(stage, config: PipelineConfig, section, inputs: dict, out_dir: Path, run_id: str,
+                 on_gpu: bool) -> StageOutput:
     """Start the job, wait for it, and return rank 0's StageOutput (or raise its error)."""
-    config = PipelineConfig.model_validate(request["config"])
-    folder = job_folder(config, Path(request["out_dir"]))
+    folder = job_folder(config, out_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     request_file = folder / "request.json"
-    request_file.write_text(json.dumps({**request, "stage": stage_name, "run_id": run_id, "job": str(folder)}))
+    section_type = type(section)
+    request_file.write_text(json.dumps({
+        "stage": [stage.fn.__module__, stage.fn.__name__],
+        "config": config.model_dump(mode="json", by_alias=True),
+        "section": [section_type.__module__, section_type.__qualname__, section.model_dump(mode="json")],
+        "inputs": {name: [type(result).__module__, type(result).__qualname__, result.model_dump(mode="json")]
+                   for name, result in inputs.items()},
+        "out_dir": str(out_dir), "run_id": run_id, "job": str(folder)}))
     env = {**os.environ, "ACCELERATE_USE_CPU": "false" if on_gpu else "true", "PYTHONUNBUFFERED": "1"}
-    print(f"[alignflow] {stage_name}: launching {job_processes(config)} processes "
+    print(f"[alignflow] {stage.name}: launching {job_processes(config)} processes "
           f"({'accelerate launch' if on_gpu else 'torchrun, gloo'})", flush=True)
     try:
         code = subprocess.call(launch_command(config, request_file, on_gpu), env=env, stdin=subprocess.DEVNULL,
@@ -86,11 +93,18 @@ def run_launched(stage_name: str, request: dict, run_id: str, on_gpu: bool) -> S
         if error_file.is_file():
             error = json.loads(error_file.read_text())
             kind = DataError if error["type"] in ("DataError", "TaskSpecError") else PipelineError
-            raise kind(f"{stage_name} (launched job, rank 0): {error['message']}")
+            raise kind(f"{stage.name} (launched job, rank 0): {error['message']}")
         if code != 0 or not result_file.is_file():
-            raise PipelineError(f"{stage_name}: the launched job of {job_processes(config)} processes "
+            raise PipelineError(f"{stage.name}: the launched job of {job_processes(config)} processes "
                                 f"exited with code {code} (its output is above)")
         result = json.loads(result_file.read_text())
         return StageOutput(outputs=result["outputs"], metrics=result["metrics"], summary=result["summary"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_typed(module: str, name: str, data: dict):
+    """The pydantic object `module.name` validated from `data` (a request's section or input)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name).model_validate(data)

@@ -15,12 +15,11 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 
 def write_model_card(folder: Path, *, title: str, summary: str, stage: str, run_id: str, base_model: str,
-                     upstream: dict[str, dict], metrics: dict[str, float], config: dict) -> Path:
-    """Write `folder/README.md`; `upstream` maps stage names to their pipeline results."""
+                     upstream: dict, metrics: dict[str, float], config: dict) -> Path:
+    """Write `folder/README.md`; `upstream` maps stage names to their results (alignflow.stage.StageResult)."""
     lineage = [("stage", stage), ("MLflow run", run_id), ("base model", base_model)]
     for name, result in sorted(upstream.items()):
-        lineage.append((f"upstream `{name}`", f"run {result.get('mlflow_run_id', '?')}, output digest "
-                                              f"`{str(result.get('digest', '?'))[:16]}`"))
+        lineage.append((f"upstream `{name}`", f"run {result.mlflow_run_id}, output digest `{result.digest[:16]}`"))
     scores = [(key, f"{value:.6g}" if isinstance(value, float) else str(value)) for key, value in sorted(metrics.items())]
     text = (f"---\nlibrary_name: transformers\ntags: [alignflow, {stage}]\n---\n\n# {title}\n\n{summary}\n\n"
             f"## Lineage\n\n{_table(lineage)}\n## Metrics\n\n{_table(scores)}\n"
@@ -31,7 +30,7 @@ def write_model_card(folder: Path, *, title: str, summary: str, stage: str, run_
     return path
 
 
-def publish_model(context, model_dir: Path, *, title: str, summary: str, base_model: str, metrics: dict[str, float],
+def publish_model(run, model_dir: Path, *, title: str, summary: str, base_model: str, metrics: dict[str, float],
                   register: bool) -> dict[str, float]:
     """Give a saved model folder its card, log it under the stage run's `model/` and register a new
     version of `<pipeline>-<stage>`; returns the metrics with `registry_version` when registered."""
@@ -40,11 +39,11 @@ def publish_model(context, model_dir: Path, *, title: str, summary: str, base_mo
     from alignflow import tracking
 
     run_id = mlflow.active_run().info.run_id
-    write_model_card(model_dir, title=f"{context.config.name}: {title}", summary=summary, stage=context.name,
-                     run_id=run_id, base_model=base_model, upstream=context.upstream, metrics=metrics,
-                     config=context.section)
+    write_model_card(model_dir, title=f"{run.config.name}: {title}", summary=summary, stage=run.name,
+                     run_id=run_id, base_model=base_model, upstream=run.upstream, metrics=metrics,
+                     config=run.section.model_dump(mode="json"))
     mlflow.log_artifacts(str(model_dir), artifact_path="model")
     if register:
-        name = f"{context.config.name}-{context.name}"
+        name = f"{run.config.name}-{run.name}"
         metrics = {**metrics, "registry_version": float(tracking.register_model_folder(name, run_id))}
     return metrics

@@ -93,14 +93,15 @@ def end_run(run_id: str, ok: bool = True) -> None:
     MlflowClient().set_terminated(run_id, status="FINISHED" if ok else "FAILED")
 
 
-def record_cache_hit(experiment_id: str, parent_run_id: str, result: dict, upstream_runs: dict[str, str]) -> str:
-    """A child run under the new parent that points at the run which computed the cached result."""
+def record_cache_hit(experiment_id: str, parent_run_id: str, result, upstream_runs: dict[str, str]) -> str:
+    """A child run under the new parent that points at the run which computed the cached `result`
+    (an alignflow.stage.StageResult)."""
     client = MlflowClient()
-    run_id = start_stage_run(experiment_id, parent_run_id, result["stage"], result["cache_key"],
-                             upstream_runs, cached_from=result["mlflow_run_id"])
-    params = [mlflow.entities.Param(k, v[:6000]) for k, v in result.get("params", {}).items()]
+    run_id = start_stage_run(experiment_id, parent_run_id, result.stage, result.cache_key,
+                             upstream_runs, cached_from=result.mlflow_run_id)
+    params = [mlflow.entities.Param(k, v[:6000]) for k, v in result.params.items()]
     now = int(time.time() * 1000)
-    metrics = [mlflow.entities.Metric(k, float(v), now, 0) for k, v in result.get("metrics", {}).items()]
+    metrics = [mlflow.entities.Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
     for start in range(0, len(params), 100):
         client.log_batch(run_id, params=params[start : start + 100])
     client.log_batch(run_id, metrics=metrics)

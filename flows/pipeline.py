@@ -1,13 +1,74 @@
-"""The end-to-end flow: every configured stage, each cached by Prefect; stages whose inputs are ready
-run side by side when `execution.parallel_stages` > 1 (DPO beside reward model -> PPO)."""
+"""The pipeline, as ../shared/DESIGN.md draws it: a data flow, a training flow and an evaluation
+flow, each a few stage calls whose arguments are the upstream results.
+
+A stage whose section is absent returns None and the stages reading it see None (an optional input),
+so one graph serves every config. `alignflow.runner` plans this graph (--only/--from/--refresh,
+`alignflow stages`) and runs it: every call becomes a cached Prefect task run, and stages whose
+inputs are ready run side by side (`execution.parallel_stages`): DPO beside reward model -> PPO.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from prefect import flow
 
 from alignflow.config import load_config
 from alignflow.runner import PipelineRun, run_pipeline
-from alignflow.tasks import PIPELINE
+from alignflow.schemas.config import PipelineConfig
+from alignflow.tasks.build import build
+from alignflow.tasks.clean import clean
+from alignflow.tasks.dpo import train_dpo
+from alignflow.tasks.evaluate import evaluate
+from alignflow.tasks.grpo import train_grpo
+from alignflow.tasks.ppo import train_ppo
+from alignflow.tasks.preferences import build_preferences
+from alignflow.tasks.pretrain import pretrain
+from alignflow.tasks.reward_model import train_reward_model
+from alignflow.tasks.rloo import train_rloo
+from alignflow.tasks.self_instruct import self_instruct
+from alignflow.tasks.sft import train_sft
+from alignflow.tasks.validate import validate_data
+
+
+def data_flow(cfg: PipelineConfig, base):
+    """Instruction data: seeds and templated datasets, Self-Instruct, cleaning, validation."""
+    built = build(cfg.stages.build)
+    generated = self_instruct(cfg.stages.self_instruct, base, built)
+    cleaned = clean(cfg.stages.clean, built, generated)
+    return validate_data(cfg.stages.validate_data, built, generated, cleaned)
+
+
+@dataclass
+class TunedModels:
+    sft: object = None
+    dpo: object = None
+    ppo: object = None
+    grpo: object = None
+    rloo: object = None
+
+
+def training_flow(cfg: PipelineConfig, base, data) -> TunedModels:
+    """SFT, then preference pairs; a reward model and PPO/GRPO/RLOO on it, and DPO beside them."""
+    stages = cfg.stages
+    sft = train_sft(stages.sft, base, data)
+    pairs = build_preferences(stages.preferences, sft, data)
+    reward = train_reward_model(stages.reward_model, sft, pairs)
+    return TunedModels(sft=sft, dpo=train_dpo(stages.dpo, sft, pairs), ppo=train_ppo(stages.ppo, sft, reward, pairs),
+                       grpo=train_grpo(stages.grpo, sft, reward, pairs), rloo=train_rloo(stages.rloo, sft, reward, pairs))
+
+
+def evaluation_flow(cfg: PipelineConfig, base, tuned: TunedModels):
+    """The few-shot sweep of the base model and every tuned one."""
+    return evaluate(cfg.stages.evaluate, base, tuned.sft, tuned.dpo, tuned.ppo, tuned.grpo, tuned.rloo)
+
+
+def pipeline_graph(cfg: PipelineConfig):
+    """End to end: base model, data, training, evaluation."""
+    base = pretrain(cfg.base_source)
+    data = data_flow(cfg, base)
+    tuned = training_flow(cfg, base, data)
+    return evaluation_flow(cfg, base, tuned)
 
 
 @flow(name="alignflow-pipeline", log_prints=False)
@@ -15,4 +76,4 @@ def pipeline(config_path: str, only: str | None = None, from_stage: str | None =
              refresh: tuple[str, ...] = ()) -> PipelineRun:
     """Run the pipeline declared in `config_path` (see configs/*.yaml)."""
     config = load_config(config_path)
-    return run_pipeline(config, config_path, PIPELINE, only=only, from_stage=from_stage, refresh=refresh)
+    return run_pipeline(pipeline_graph, config, config_path, only=only, from_stage=from_stage, refresh=refresh)

@@ -723,6 +723,13 @@ class StagesConfig(Section):
     )
 
 
+class BaseModelSource(Section):
+    """Where the pipeline's base model comes from: a hub id or folder, or the demo pretraining."""
+
+    base_model: str | None = None
+    pretrain: PretrainConfig | None = None
+
+
 class PipelineConfig(Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Pipeline name (experiment, registry).")
     seed: int = Field(0, description="Seed for every stage unless a stage overrides it.")
@@ -741,6 +748,11 @@ class PipelineConfig(Section):
     cache: CacheConfig = CacheConfig()
     execution: ExecutionConfig = ExecutionConfig()
     stages: StagesConfig = StagesConfig()
+
+    @property
+    def base_source(self) -> BaseModelSource:
+        """The pretrain stage's section (base_model, or stages.pretrain)."""
+        return BaseModelSource(base_model=self.base_model, pretrain=self.stages.pretrain)
 
     @model_validator(mode="after")
     def _one_base_model(self) -> PipelineConfig:

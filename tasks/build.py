@@ -10,7 +10,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
 
 from alignflow.caching import sha256_file
 from alignflow.data.instructions import TemplateSet, demo_family_rows, seed_rows, templated_rows
@@ -22,9 +21,8 @@ from alignflow.data.tables import (
     validate_instructions,
     write_table,
 )
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import BuildConfig, PipelineConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.stage import InstructionData, StageOutput, StageRun, stage
 from alignflow.tracking import log_table_input
 
 
@@ -34,10 +32,8 @@ def file_digest(location: str) -> str:
     return sha256_file(path) if path.is_file() else f"name:{location}"
 
 
-def build_section(config: PipelineConfig) -> dict | None:
-    build = config.stages.build
-    if build is None:
-        return None
+def build_key(build: BuildConfig, config: PipelineConfig) -> dict:
+    """The section, and the content of every seed, dataset and template file it names."""
     files = [*build.seeds, *(d.path for d in build.datasets), *(d.templates for d in build.datasets)]
     return {"seed": config.seed, **build.model_dump(mode="json"), "files": {f: file_digest(f) for f in files}}
 
@@ -89,10 +85,12 @@ def _extend(rows: list[dict], origins: list[tuple[str, int]], converted: list[di
     origins.extend((source, number) for number in numbers)
 
 
-def run_build(context: StageContext) -> StageOutput:
-    settings: BuildConfig = context.config.stages.build
-    valid, rejected, n_read = collect_rows(settings, context.config.seed)
-    out = context.out_dir
+@stage("build", result=InstructionData, key=build_key)
+def build(cfg: BuildConfig, run: StageRun) -> StageOutput:
+    """Instruction rows from human-written seeds and templated datasets."""
+    settings = cfg
+    valid, rejected, n_read = collect_rows(settings, run.config.seed)
+    out = run.out_dir
     write_table(rejected, out / "rejected.parquet")
     check_rejected_fraction(n_read, rejected, settings.max_rejected_fraction, "build")
     write_table(valid, out / "instructions.parquet")
@@ -107,17 +105,3 @@ def run_build(context: StageContext) -> StageOutput:
     print(f"[build] {n_read} rows read: {len(valid)} kept, {len(rejected)} rejected", flush=True)
     return StageOutput(outputs={"instructions": str(out / "instructions.parquet"),
                                 "rejected": str(out / "rejected.parquet")}, metrics=metrics)
-
-
-STAGE = Stage(
-    name="build",
-    upstream=(),
-    section=build_section,
-    run=run_build,
-    description="Instruction rows from human-written seeds and templated datasets.",
-)
-
-
-@task(name="build", **STAGE_TASK_OPTIONS)
-def build_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

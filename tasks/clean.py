@@ -14,7 +14,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
 
 from alignflow.caching import sha256_file
 from alignflow.data.cleaning import RULES, CleanResult, Filters, clean_table, load_blocklist_terms
@@ -29,10 +28,9 @@ from alignflow.data.tables import (
     validated,
     write_table,
 )
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import CleanConfig, PipelineConfig
 from alignflow.schemas.instruction import RejectedRow
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.stage import InstructionData, StageOutput, StageResult, StageRun, stage
 from alignflow.tracking import log_table_input
 
 # (upstream stage, its output holding instruction rows), in priority order: on duplicates the
@@ -41,10 +39,8 @@ INPUTS = (("build", "instructions"), ("self_instruct", "generated"))
 BOUNDARY_RULES = ("schema", "duplicate_id")  # rules of validate_instructions
 
 
-def clean_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.clean
-    if settings is None:
-        return None
+def clean_key(settings: CleanConfig, config: PipelineConfig) -> dict:
+    """The section, and the content of its blocklist file."""
     path = Path(settings.blocklist_path) if settings.blocklist_path else None
     blocklist_digest = sha256_file(path) if path and path.is_file() else None
     return {"seed": config.seed, **settings.model_dump(mode="json"), "blocklist_sha256": blocklist_digest}
@@ -80,17 +76,17 @@ class Rows:
                 "record": record_json(self.tables[source].iloc[number - 1])}
 
 
-def read_inputs(upstream: dict[str, dict]) -> Rows:
+def read_inputs(upstream: dict[str, StageResult]) -> Rows:
     """Read and validate each upstream table; ids must be unique across them too."""
     rows = Rows(instruction_frame([]), [], {}, [], {})
     frames = []
-    for stage, output in INPUTS:
-        if stage not in upstream:
+    for producer, output in INPUTS:
+        if producer not in upstream:
             continue
-        path = upstream[stage]["outputs"][output]
+        path = upstream[producer].outputs[output]
         raw = read_table(path)
-        rows.read[stage], rows.tables[str(path)] = len(raw), raw
-        log_table_input(raw, Path(path), f"{stage}.{output}", context="input")
+        rows.read[producer], rows.tables[str(path)] = len(raw), raw
+        log_table_input(raw, Path(path), f"{producer}.{output}", context="input")
         if raw.empty:
             continue
         valid, invalid = validate_instructions(raw, stage="clean", source=str(path))
@@ -151,13 +147,16 @@ def rule_metrics(rejected: pd.DataFrame) -> dict[str, float]:
     return {f"rejected_{rule}": float(counts.get(rule, 0)) for rule in (*BOUNDARY_RULES, *RULES, *counts)}
 
 
-def run_clean(context: StageContext) -> StageOutput:
-    settings: CleanConfig = context.config.stages.clean
+@stage("clean", result=InstructionData, key=clean_key)
+def clean(cfg: CleanConfig, build: InstructionData, self_instruct: InstructionData | None = None, *,
+          run: StageRun) -> StageOutput:
+    """Normalise, filter and deduplicate instruction rows; rejected rows say why."""
+    settings = cfg
     filters = Filters.from_config(settings, blocklist_terms(settings))
-    rows = read_inputs(context.upstream)
+    rows = read_inputs(run.upstream)
     n_read = sum(rows.read.values())
-    result = clean_table(rows.frame, filters, seed=context.config.seed)
-    out_path, rejected_path = context.out_dir / "instructions.parquet", context.out_dir / "rejected.parquet"
+    result = clean_table(rows.frame, filters, seed=run.config.seed)
+    out_path, rejected_path = run.out_dir / "instructions.parquet", run.out_dir / "rejected.parquet"
     kept, invalid = validate_output(result.kept, rows, out_path)
     rejected = in_input_order(pd.concat([*rows.rejected, cleaning_rejects(rows, result), invalid]), rows)
     validated(RejectedRow, rejected, "clean: rejected rows")
@@ -178,25 +177,10 @@ def run_clean(context: StageContext) -> StageOutput:
     report = {"rows": {k: v for k, v in metrics.items() if k.startswith("rows")},
               "rejected_by_rule": {k.removeprefix("rejected_"): int(v) for k, v in rule_metrics(rejected).items()},
               "sha256": {p.name: sha256_file(p) for p in (out_path, rejected_path)}}
-    (context.out_dir / "clean_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    (run.out_dir / "clean_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     mlflow.log_dict(report, "clean_report.json")
     mlflow.log_artifact(str(rejected_path), artifact_path="data")
     check_rejected_fraction(n_read, rejected, settings.max_rejected_fraction, "clean")
     summary = {"rows_read": n_read, "rows_kept": len(kept), "rejected_by_rule": report["rejected_by_rule"]}
     return StageOutput(outputs={"instructions": str(out_path), "rejected": str(rejected_path)}, metrics=metrics,
                        summary=summary)
-
-
-STAGE = Stage(
-    name="clean",
-    upstream=("build",),
-    optional_upstream=("self_instruct",),
-    section=clean_section,
-    run=run_clean,
-    description="Normalise, filter and deduplicate instruction rows; rejected rows say why.",
-)
-
-
-@task(name="clean", **STAGE_TASK_OPTIONS)
-def clean_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

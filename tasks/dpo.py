@@ -8,26 +8,19 @@ oracle's win rate of the DPO policy against the SFT policy on held-out prompts.
 from __future__ import annotations
 
 import mlflow
-from prefect import task
 
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import DPOStageConfig, PipelineConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.schemas.config import DPOStageConfig
+from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
     remove_checkpoints,
     resume_point,
 )
-
-
-def dpo_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.dpo
-    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
 
 
 def final_evaluation(trainer, history: dict[str, list[tuple[int, float]]]) -> dict[str, float]:
@@ -38,7 +31,9 @@ def final_evaluation(trainer, history: dict[str, list[tuple[int, float]]]) -> di
     return last if "eval_rewards/accuracies" in last else trainer.evaluate()
 
 
-def run_dpo(context: StageContext) -> StageOutput:
+@stage("dpo", result=ModelRef, loads_models=True)
+def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, run: StageRun) -> StageOutput:
+    """Direct preference optimisation of the SFT model (TRL DPOTrainer), the SFT model as reference."""
     from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
     from transformers import PrinterCallback
@@ -57,10 +52,10 @@ def run_dpo(context: StageContext) -> StageOutput:
     from alignflow.training.win_rate import compare_policies
 
     transformers_logging.disable_progress_bar()
-    settings: DPOStageConfig = context.config.stages.dpo
-    pairs = context.upstream["preferences"]["outputs"]
-    base = context.upstream["sft"]["outputs"]["model"]
-    placement = stage_placement(context.config)
+    settings = cfg
+    pairs = preferences.outputs
+    base = sft.model
+    placement = stage_placement(run.config)
     tokenizer = load_tokenizer(base)
     log_tokenizer_setup(tokenizer)
     model = load_causal_lm(base, placement, trainable=True)
@@ -75,7 +70,7 @@ def run_dpo(context: StageContext) -> StageOutput:
         peft_config = PeftLoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha,
                                      lora_dropout=settings.lora.dropout,
                                      target_modules=settings.lora.target_modules, task_type="CAUSAL_LM")
-    checkpoints = checkpoint_dir(context.config, "dpo", context.out_dir)
+    checkpoints = checkpoint_dir(run.config, "dpo", run.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     metrics_callback = MlflowMetrics()
@@ -86,7 +81,7 @@ def run_dpo(context: StageContext) -> StageOutput:
         learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps,
         max_grad_norm=settings.max_grad_norm, logging_steps=settings.logging_steps,
         eval_strategy="steps" if heldout is not None else "no", eval_steps=settings.eval_steps,
-        save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2, seed=context.config.seed,
+        save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2, seed=run.config.seed,
         **trainer_precision(placement, settings.gradient_checkpointing))
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout,
                          processing_class=tokenizer, peft_config=peft_config,
@@ -97,7 +92,7 @@ def run_dpo(context: StageContext) -> StageOutput:
     remove_checkpoints(checkpoints)
     final_eval = final_evaluation(trainer, metrics_callback.history) if heldout is not None else {}
 
-    out = context.out_dir
+    out = run.out_dir
     model_dir = out / "model"
     policy = trainer.model.merge_and_unload() if settings.method == "lora" else trainer.model
     save_model(policy, tokenizer, model_dir)
@@ -121,7 +116,7 @@ def run_dpo(context: StageContext) -> StageOutput:
     line_plot(out / "reward_margins.png", "DPO implicit reward margin", "step", "margin",
               {"train": history.get("rewards/margins", []), "held out": history.get("eval_rewards/margins", [])})
     mlflow.log_artifact(str(out / "reward_margins.png"), artifact_path="plots")
-    metrics = publish_model(context, model_dir, title="DPO policy", base_model=base, metrics=metrics,
+    metrics = publish_model(run, model_dir, title="DPO policy", base_model=base, metrics=metrics,
                             register=settings.register_model,
                             summary=f"Direct preference optimisation ({settings.loss_type} loss, beta {settings.beta}) "
                             f"of the SFT model `{base}` on the pipeline's preference pairs; reference: the SFT model.")
@@ -130,18 +125,3 @@ def run_dpo(context: StageContext) -> StageOutput:
               f"({metrics['oracle_wins']} wins, {metrics['oracle_losses']} losses, {metrics['oracle_ties']} ties)",
               flush=True)
     return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)
-
-
-STAGE = Stage(
-    name="dpo",
-    upstream=("sft", "preferences"),
-    section=dpo_section,
-    run=run_dpo,
-    description="Direct preference optimisation of the SFT model (TRL DPOTrainer), the SFT model as reference.",
-    loads_models=True,
-)
-
-
-@task(name="dpo", **STAGE_TASK_OPTIONS)
-def dpo_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

@@ -16,14 +16,12 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
 
 from alignflow.errors import DataError
 from alignflow.evaluation.spec import load_task, task_files_digest_inputs
 from alignflow.plots import accuracy_vs_k, heatmap
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import EvaluateConfig, PipelineConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.stage import EvalResults, ModelRef, StageOutput, StageResult, StageRun, stage
 from alignflow.tracking import log_table_input
 
 MODEL_STAGES = ("pretrain", "sft", "dpo", "ppo", "grpo", "rloo")
@@ -45,10 +43,8 @@ def heldout_percent(config: PipelineConfig) -> int:
     return config.stages.pretrain.corpus.heldout_percent if config.stages.pretrain else 20
 
 
-def evaluate_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.evaluate
-    if settings is None:
-        return None
+def evaluate_key(settings: EvaluateConfig, config: PipelineConfig) -> dict:
+    """The section, the demo corpus's held-out share, and the content of every task file."""
     digests = {}
     for path in task_paths(settings.tasks):
         for file in task_files_digest_inputs(path, load_task(path)):
@@ -56,10 +52,10 @@ def evaluate_section(config: PipelineConfig) -> dict | None:
     return {**settings.model_dump(mode="json"), "heldout_percent": heldout_percent(config), "task_files": digests}
 
 
-def models_to_evaluate(upstream: dict[str, dict]) -> list[tuple[str, str]]:
+def models_to_evaluate(upstream: dict[str, StageResult]) -> list[tuple[str, str]]:
     """(stage name, model folder or hub id) for every upstream stage that produced a model."""
-    return [(name, upstream[name]["outputs"]["model"]) for name in MODEL_STAGES
-            if name in upstream and "model" in upstream[name]["outputs"]]
+    return [(name, upstream[name].outputs["model"]) for name in MODEL_STAGES
+            if name in upstream and "model" in upstream[name].outputs]
 
 
 def sweep_settings(settings: EvaluateConfig, held_out: int):
@@ -96,14 +92,17 @@ def write_plots(frame: pd.DataFrame, out: Path) -> list[Path]:
     return plots
 
 
-def run_evaluate(context: StageContext) -> StageOutput:
+@stage("evaluate", result=EvalResults, key=evaluate_key, loads_models=True)
+def evaluate(cfg: EvaluateConfig, pretrain: ModelRef, sft: ModelRef | None = None, dpo: ModelRef | None = None,
+             ppo: ModelRef | None = None, grpo: ModelRef | None = None, rloo: ModelRef | None = None, *,
+             run: StageRun) -> StageOutput:
+    """Few-shot sweep (tasks x k) of every model; results table, curves, heatmap."""
     from alignflow.evaluation.sweep import evaluate_model, format_summary, load_model, load_tasks
     from alignflow.models import stage_placement
     from alignflow.tracking import log_models
 
-    settings: EvaluateConfig = context.config.stages.evaluate
-    out = context.out_dir
-    held_out = heldout_percent(context.config)
+    settings, out = cfg, run.out_dir
+    held_out = heldout_percent(run.config)
     tasks = load_tasks(task_paths(settings.tasks), heldout_percent=held_out, limit=settings.limit)
     for loaded in tasks:
         log_table_input(pd.DataFrame([doc.__dict__ for doc in loaded.docs]).astype(str), Path(loaded.path),
@@ -112,9 +111,9 @@ def run_evaluate(context: StageContext) -> StageOutput:
     rows: list[dict] = []
     (out / "samples").mkdir()
     seconds = 0.0
-    placement = stage_placement(context.config)
-    for name, model_path in models_to_evaluate(context.upstream):
-        chat_template = context.config.chat_template if name == "pretrain" else None
+    placement = stage_placement(run.config)
+    for name, model_path in models_to_evaluate(run.upstream):
+        chat_template = run.config.chat_template if name == "pretrain" else None
         model, tokenizer = load_model(model_path, placement, chat_template)
         log_models(**{name: model})
         result = evaluate_model(model, tokenizer, tasks, sweep,
@@ -138,21 +137,5 @@ def run_evaluate(context: StageContext) -> StageOutput:
           flush=True)
     metrics = {**category_means(rows), "documents_scored": float(frame["n"].sum()), "eval_seconds": seconds}
     return StageOutput(outputs={"results": str(out / "results.csv"), "samples": str(out / "samples")},
-                       metrics=metrics, summary={"models": [m for m, _ in models_to_evaluate(context.upstream)],
+                       metrics=metrics, summary={"models": [m for m, _ in models_to_evaluate(run.upstream)],
                                                  "tasks": [t.spec.name for t in tasks]})
-
-
-STAGE = Stage(
-    name="evaluate",
-    upstream=("pretrain",),
-    optional_upstream=("sft", "dpo", "ppo", "grpo", "rloo"),
-    section=evaluate_section,
-    run=run_evaluate,
-    description="Few-shot sweep (tasks x k) of every model; results table, curves, heatmap.",
-    loads_models=True,
-)
-
-
-@task(name="evaluate", **STAGE_TASK_OPTIONS)
-def evaluate_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

@@ -3,29 +3,13 @@
 
 from __future__ import annotations
 
-from prefect import task
-
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import PipelineConfig
-from alignflow.stage import Stage
-from alignflow.training.group_rl import run_group_rl
+from alignflow.schemas.config import GroupRLStageConfig
+from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.training.group_rl import train_group_rl
 
 
-def grpo_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.grpo
-    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
-
-
-STAGE = Stage(
-    name="grpo",
-    upstream=("sft", "reward_model", "preferences"),
-    section=grpo_section,
-    run=run_group_rl,
-    description="GRPO (TRL) against the reward model, the SFT policy as reference.",
-    loads_models=True,
-)
-
-
-@task(name="grpo", **STAGE_TASK_OPTIONS)
-def grpo_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)
+@stage("grpo", result=ModelRef, loads_models=True)
+def train_grpo(cfg: GroupRLStageConfig, sft: ModelRef, reward_model: ModelRef, preferences: PreferenceData,
+               run: StageRun) -> StageOutput:
+    """GRPO (TRL) against the reward model, the SFT policy as reference."""
+    return train_group_rl(cfg, sft, reward_model, preferences, run)

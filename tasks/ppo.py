@@ -14,21 +14,14 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
 
 from alignflow.data.tables import read_table
 from alignflow.errors import ConfigError, DataError
 from alignflow.model_card import publish_model
 from alignflow.plots import line_plot
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import PipelineConfig, PPOStageConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.schemas.config import PPOStageConfig
+from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.training.checkpoints import carry_over_metrics, checkpoint_dir, remove_checkpoints
-
-
-def ppo_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.ppo
-    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
 
 
 def completed_step(checkpoints: Path) -> int:
@@ -45,13 +38,12 @@ def ppo_settings(settings: PPOStageConfig, seed: int):
     return PPOSettings(**{k: v for k, v in settings.model_dump().items() if k in fields}, seed=seed)
 
 
-def launched_accelerator(context: StageContext, placement):
+def launched_accelerator(settings: PPOStageConfig, placement):
     """accelerate's Accelerator in a launched job (gloo on CPUs, NCCL on GPUs), None in one process."""
     from alignflow.distributed import world_size
 
     if world_size() == 1:
         return None
-    settings = context.config.stages.ppo
     for name in ("batch_size", "mini_batch_size"):
         if getattr(settings, name) % world_size():
             raise ConfigError(f"stages.ppo.{name} ({getattr(settings, name)}) must be a multiple of the launched "
@@ -61,7 +53,10 @@ def launched_accelerator(context: StageContext, placement):
     return Accelerator(cpu=not placement.device.startswith("cuda"))
 
 
-def run_ppo(context: StageContext) -> StageOutput:
+@stage("ppo", result=ModelRef, loads_models=True)
+def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, preferences: PreferenceData,
+              run: StageRun) -> StageOutput:
+    """PPO against the reward model with a per-token KL penalty to the SFT policy."""
     from alignflow.models import (
         load_causal_lm,
         load_reward_model,
@@ -76,11 +71,10 @@ def run_ppo(context: StageContext) -> StageOutput:
     from alignflow.tracking import log_models, log_tokenizer_setup
     from alignflow.training.win_rate import compare_policies
 
-    settings: PPOStageConfig = context.config.stages.ppo
-    sft_path = context.upstream["sft"]["outputs"]["model"]
-    reward_path = context.upstream["reward_model"]["outputs"]["model"]
-    preference_outputs = context.upstream["preferences"]["outputs"]
-    placement = stage_placement(context.config)
+    settings = cfg
+    sft_path, reward_path = sft.model, reward_model.model
+    preference_outputs = preferences.outputs
+    placement = stage_placement(run.config)
     tokenizer = load_tokenizer(sft_path)
     log_tokenizer_setup(tokenizer)
     policy = load_causal_lm(sft_path, placement, trainable=True)
@@ -101,8 +95,8 @@ def run_ppo(context: StageContext) -> StageOutput:
         return sequence_scores(reward_model, query_ids, query_mask, response_ids, response_mask)
 
     trainer = PPOTrainer(policy, reference, value_model, reward, tokenizer, prompts,
-                         ppo_settings(settings, context.config.seed), accelerator=launched_accelerator(context, placement))
-    checkpoints = checkpoint_dir(context.config, "ppo", context.out_dir)
+                         ppo_settings(settings, run.config.seed), accelerator=launched_accelerator(settings, placement))
+    checkpoints = checkpoint_dir(run.config, "ppo", run.out_dir)
     resume_step = completed_step(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     history: dict[str, list[tuple[int, float]]] = {}
@@ -121,7 +115,7 @@ def run_ppo(context: StageContext) -> StageOutput:
     progress.close()
     remove_checkpoints(checkpoints)
 
-    out = context.out_dir
+    out = run.out_dir
     model_dir = out / "model"
     save_model(policy, tokenizer, model_dir)
     metrics: dict[str, float] = {"final_reward_mean": history["reward_mean"][-1][1] if history else float("nan"),
@@ -140,7 +134,7 @@ def run_ppo(context: StageContext) -> StageOutput:
         line_plot(out / f"{key}.png", title, "step", key, {key: history.get(key, [])})
         mlflow.log_artifact(str(out / f"{key}.png"), artifact_path="plots")
     control = "adaptive" if settings.adaptive_kl else "fixed"
-    metrics = publish_model(context, model_dir, title="PPO policy", base_model=sft_path, metrics=metrics,
+    metrics = publish_model(run, model_dir, title="PPO policy", base_model=sft_path, metrics=metrics,
                             register=settings.register_model,
                             summary=f"PPO (KL coefficient {settings.kl_coef}, {control}) of the SFT model "
                             f"`{sft_path}` against the reward model `{reward_path}`.")
@@ -148,18 +142,3 @@ def run_ppo(context: StageContext) -> StageOutput:
         print(f"[ppo] held-out reward {metrics['heldout_reward_ppo']:.3f} (SFT {metrics['heldout_reward_sft']:.3f}), "
               f"KL to SFT {metrics['heldout_kl_to_sft']:.3f} per sequence", flush=True)
     return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)
-
-
-STAGE = Stage(
-    name="ppo",
-    upstream=("sft", "reward_model", "preferences"),
-    section=ppo_section,
-    run=run_ppo,
-    description="PPO against the reward model with a per-token KL penalty to the SFT policy.",
-    loads_models=True,
-)
-
-
-@task(name="ppo", **STAGE_TASK_OPTIONS)
-def ppo_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

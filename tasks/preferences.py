@@ -25,16 +25,13 @@ from alignflow.data import preferences as prefs
 from alignflow.data.tables import check_rejected_fraction, read_table, rejects, write_table
 from alignflow.errors import DataError
 from alignflow.fanout import batch_shards, fan_out
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, PreferencesConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.tracking import log_table_input
 
 
-def preferences_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.preferences
-    if settings is None:
-        return None
+def preferences_key(settings: PreferencesConfig, config: PipelineConfig) -> dict:
+    """The section, the content of the files it reads, and the SFT prompt format its prompts use."""
     files = [settings.rankings_file] if settings.annotator == "rankings_file" else []
     files += [entry.path for entry in settings.imports]
     digests = {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() if Path(f).is_file() else "missing"
@@ -85,22 +82,21 @@ def sample_shard(policy_path: str, device: str, dtype: str, prompts: list[str], 
                               seed=seed, first_index=first_index, progress=f"preferences: sample {first_index}..")
 
 
-def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[str]) -> list[dict]:
+def sampled_rankings(run: StageRun, policy_path: str, rows: pd.DataFrame, prompts: list[str]) -> list[dict]:
     """K responses per prompt from the SFT model, scored by the oracle or the judge."""
     from alignflow.annotation import judge_scores
     from alignflow.models import load_causal_lm, load_tokenizer, stage_placement
     from alignflow.sampling import generate_responses
     from alignflow.tracking import log_models
 
-    settings: PreferencesConfig = context.config.stages.preferences
-    policy_path = context.upstream["sft"]["outputs"]["model"]
-    placement = stage_placement(context.config)
+    settings: PreferencesConfig = run.section
+    placement = stage_placement(run.config)
     tokenizer = load_tokenizer(policy_path)
     model = load_causal_lm(policy_path, placement)
     log_models(policy=model)
-    execution = context.config.execution
+    execution = run.config.execution
     shards = [{"policy_path": policy_path, "device": execution.device, "dtype": execution.dtype,
-               "prompts": prompts[start:end], "first_index": start, "seed": context.config.seed,
+               "prompts": prompts[start:end], "first_index": start, "seed": run.config.seed,
                "settings": settings.model_dump(mode="json")}
               for start, end in batch_shards(len(prompts), settings.batch_size,
                                              1 if execution.task_runner == "inline" else execution.data_workers)]
@@ -108,7 +104,7 @@ def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[st
         sampled = generate_responses(model, tokenizer, prompts, num_samples=settings.num_samples,
                                      temperature=settings.temperature, top_p=settings.top_p,
                                      max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                                     seed=context.config.seed, progress="preferences: sample")
+                                     seed=run.config.seed, progress="preferences: sample")
     else:
         sampled = [responses for shard in fan_out(execution, sample_shard, shards) for responses in shard]
     judge = None
@@ -130,18 +126,18 @@ def sampled_rankings(context: StageContext, rows: pd.DataFrame, prompts: list[st
     return rankings
 
 
-def run_preferences(context: StageContext) -> StageOutput:
+@stage("preferences", result=PreferenceData, key=preferences_key, loads_models=True)
+def build_preferences(cfg: PreferencesConfig, sft: ModelRef, validate: InstructionData, run: StageRun) -> StageOutput:
+    """Sample K responses per prompt from the SFT model, annotate, and build preference pairs."""
     from alignflow.models import load_tokenizer
     from alignflow.tracking import log_tokenizer_setup
     from alignflow.training.sft_data import prompt_template, prompt_text
 
-    settings: PreferencesConfig = context.config.stages.preferences
-    seed = context.config.seed
-    out = context.out_dir
-    data = context.upstream["validate"]["outputs"]
-    tokenizer = load_tokenizer(context.upstream["sft"]["outputs"]["model"])
+    settings, seed, out = cfg, run.config.seed, run.out_dir
+    data = validate.outputs
+    tokenizer = load_tokenizer(sft.model)
     log_tokenizer_setup(tokenizer)
-    template = prompt_template(context.config.stages.sft, tokenizer)
+    template = prompt_template(run.config.stages.sft, tokenizer)
     train_rows = read_table(data["train"])
     prompt_of = {row["id"]: prompt_text(row, tokenizer, template) for row in train_rows.to_dict("records")}
     task_of = dict(zip(train_rows["id"], train_rows["task"], strict=True))
@@ -154,7 +150,7 @@ def run_preferences(context: StageContext) -> StageOutput:
     rankings: list[dict] = []
     if settings.annotator in ("oracle", "judge"):
         rows = select_rows(train_rows, settings.tasks, settings.max_prompts, seed)
-        rankings = sampled_rankings(context, rows, [prompt_of[i] for i in rows["id"]])
+        rankings = sampled_rankings(run, sft.model, rows, [prompt_of[i] for i in rows["id"]])
         scores = [s for r in rankings for s in r["scores"]]
         metrics |= {"prompts": len(rankings), "samples": len(scores),
                     "mean_sample_score": sum(scores) / max(len(scores), 1),
@@ -243,18 +239,3 @@ def held_out_prompts(validation: pd.DataFrame, settings: PreferencesConfig, toke
     return pd.DataFrame({"id": rows["id"].astype(str), "task": rows["task"].astype(str),
                          "prompt": [prompt_text(r, tokenizer, template) for r in rows.to_dict("records")],
                          "reference": rows["output"].astype(str)})
-
-
-STAGE = Stage(
-    name="preferences",
-    upstream=("sft", "validate"),
-    section=preferences_section,
-    run=run_preferences,
-    description="Sample K responses per prompt from the SFT model, annotate, and build preference pairs.",
-    loads_models=True,
-)
-
-
-@task(name="preferences", **STAGE_TASK_OPTIONS)
-def preferences_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

@@ -12,25 +12,22 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
 
 from alignflow.caching import folder_fingerprint
 from alignflow.plots import line_plot
 from alignflow.progress import StepProgress
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import PipelineConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.schemas.config import BaseModelSource, PipelineConfig
+from alignflow.stage import ModelRef, StageOutput, StageRun, stage
 from alignflow.tracking import log_table_input
 
 
-def pretrain_section(config: PipelineConfig) -> dict | None:
-    if config.base_model:
-        local = Path(config.base_model).expanduser()
+def pretrain_key(source: BaseModelSource, config: PipelineConfig) -> dict:
+    """A given base model keys on its name and (for a folder) its files; the demo model on its recipe."""
+    if source.base_model:
+        local = Path(source.base_model).expanduser()
         fingerprint = folder_fingerprint(local) if local.is_dir() else None
-        return {"base_model": config.base_model, "fingerprint": fingerprint}
-    if config.stages.pretrain is None:
-        return None
-    return {"seed": config.seed, **config.stages.pretrain.model_dump(mode="json")}
+        return {"base_model": source.base_model, "fingerprint": fingerprint}
+    return {"seed": config.seed, **source.pretrain.model_dump(mode="json")}
 
 
 def write_corpus(rows: list[dict], path: Path) -> None:
@@ -112,22 +109,9 @@ def reference_base_model(name_or_path: str, out_dir: Path) -> StageOutput:
     return StageOutput(outputs={"model": name_or_path}, summary=record)
 
 
-def run_pretrain(context: StageContext) -> StageOutput:
-    if context.config.base_model:
-        return reference_base_model(context.config.base_model, context.out_dir)
-    return build_demo_base_model(context.config, context.out_dir)
-
-
-STAGE = Stage(
-    name="pretrain",
-    upstream=(),
-    section=pretrain_section,
-    run=run_pretrain,
-    description="Build the demo base model, or reference base_model.",
-    loads_models=True,
-)
-
-
-@task(name="pretrain", **STAGE_TASK_OPTIONS)
-def pretrain_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)
+@stage("pretrain", result=ModelRef, key=pretrain_key, loads_models=True)
+def pretrain(cfg: BaseModelSource, run: StageRun) -> StageOutput:
+    """Build the demo base model, or reference base_model."""
+    if cfg.base_model:
+        return reference_base_model(cfg.base_model, run.out_dir)
+    return build_demo_base_model(run.config, run.out_dir)

@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
-from prefect import task
 
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.model_card import publish_model
 from alignflow.plots import histogram, line_plot
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import PipelineConfig, RewardModelConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.schemas.config import RewardModelConfig
+from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
     remove_checkpoints,
     resume_point,
 )
-
-
-def reward_model_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.reward_model
-    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
 
 
 def pair_dataset(path: str, use_margin: bool):
@@ -39,7 +32,10 @@ def pair_dataset(path: str, use_margin: bool):
     return Dataset.from_pandas(frame[columns].reset_index(drop=True), preserve_index=False)
 
 
-def run_reward_model(context: StageContext) -> StageOutput:
+@stage("reward_model", result=ModelRef, loads_models=True)
+def train_reward_model(cfg: RewardModelConfig, sft: ModelRef, preferences: PreferenceData,
+                       run: StageRun) -> StageOutput:
+    """Bradley-Terry reward model on the preference pairs (TRL RewardTrainer)."""
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
     from trl import RewardConfig, RewardTrainer
@@ -50,10 +46,10 @@ def run_reward_model(context: StageContext) -> StageOutput:
     from alignflow.training.reward import pair_accuracy, score_texts
 
     transformers_logging.disable_progress_bar()
-    settings: RewardModelConfig = context.config.stages.reward_model
-    pairs = context.upstream["preferences"]["outputs"]
-    base = context.upstream["sft"]["outputs"]["model"]
-    placement = stage_placement(context.config)
+    settings = cfg
+    pairs = preferences.outputs
+    base = sft.model
+    placement = stage_placement(run.config)
     model, tokenizer = reward_model_and_tokenizer(base, placement, trainable=True)
     log_models(reward=model)
     log_tokenizer_setup(tokenizer)
@@ -61,7 +57,7 @@ def run_reward_model(context: StageContext) -> StageOutput:
     if not len(train):
         raise DataError(f"reward_model: {pairs['pairs_train']} holds no preference pair to train on")
     heldout = pair_dataset(pairs["pairs_heldout"], settings.use_margin)
-    checkpoints = checkpoint_dir(context.config, "reward_model", context.out_dir)
+    checkpoints = checkpoint_dir(run.config, "reward_model", run.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     metrics_callback = MlflowMetrics()
@@ -72,14 +68,14 @@ def run_reward_model(context: StageContext) -> StageOutput:
         max_length=settings.max_length, center_rewards_coefficient=settings.center_rewards_coefficient,
         logging_steps=settings.logging_steps, eval_strategy="steps" if len(heldout) else "no",
         eval_steps=settings.eval_steps, save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2,
-        seed=context.config.seed, **trainer_precision(placement, settings.gradient_checkpointing))
+        seed=run.config.seed, **trainer_precision(placement, settings.gradient_checkpointing))
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout if len(heldout) else None,
                             processing_class=tokenizer, callbacks=[metrics_callback, ProgressBar("reward_model")])
     trainer.remove_callback(PrinterCallback)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     remove_checkpoints(checkpoints)
 
-    out = context.out_dir
+    out = run.out_dir
     model_dir = out / "model"
     save_model(trainer.model, tokenizer, model_dir)
     evaluation = read_table(pairs["pairs_heldout"]) if len(heldout) else read_table(pairs["pairs_train"])
@@ -100,25 +96,10 @@ def run_reward_model(context: StageContext) -> StageOutput:
               {"train": history.get("loss", []), "held out": history.get("eval_loss", [])})
     for plot in ("margin_histogram.png", "loss_curve.png"):
         mlflow.log_artifact(str(out / plot), artifact_path="plots")
-    metrics = publish_model(context, model_dir, title="reward model", base_model=base, metrics=metrics,
+    metrics = publish_model(run, model_dir, title="reward model", base_model=base, metrics=metrics,
                             register=settings.register_model,
                             summary=f"Bradley-Terry reward model initialised from the SFT model `{base}` (scalar head, "
                             "AutoModelForSequenceClassification), trained on the pipeline's preference pairs.")
     print(f"[reward_model] {split} pair accuracy {metrics[f'{split}_pair_accuracy']:.3f} on {len(evaluation)} pairs",
           flush=True)
     return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)
-
-
-STAGE = Stage(
-    name="reward_model",
-    upstream=("sft", "preferences"),
-    section=reward_model_section,
-    run=run_reward_model,
-    description="Bradley-Terry reward model on the preference pairs (TRL RewardTrainer).",
-    loads_models=True,
-)
-
-
-@task(name="reward_model", **STAGE_TASK_OPTIONS)
-def reward_model_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

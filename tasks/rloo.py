@@ -3,29 +3,13 @@
 
 from __future__ import annotations
 
-from prefect import task
-
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import PipelineConfig
-from alignflow.stage import Stage
-from alignflow.training.group_rl import run_group_rl
+from alignflow.schemas.config import GroupRLStageConfig
+from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.training.group_rl import train_group_rl
 
 
-def rloo_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.rloo
-    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
-
-
-STAGE = Stage(
-    name="rloo",
-    upstream=("sft", "reward_model", "preferences"),
-    section=rloo_section,
-    run=run_group_rl,
-    description="RLOO (TRL) against the reward model, the SFT policy as reference.",
-    loads_models=True,
-)
-
-
-@task(name="rloo", **STAGE_TASK_OPTIONS)
-def rloo_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)
+@stage("rloo", result=ModelRef, loads_models=True)
+def train_rloo(cfg: GroupRLStageConfig, sft: ModelRef, reward_model: ModelRef, preferences: PreferenceData,
+               run: StageRun) -> StageOutput:
+    """RLOO (TRL) against the reward model, the SFT policy as reference."""
+    return train_group_rl(cfg, sft, reward_model, preferences, run)

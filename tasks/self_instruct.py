@@ -21,7 +21,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
 
 from alignflow.caching import folder_fingerprint
 from alignflow.data.self_instruct import (
@@ -45,9 +44,8 @@ from alignflow.data.tables import (
     write_table,
 )
 from alignflow.progress import StepProgress
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
 from alignflow.schemas.config import PipelineConfig, SelfInstructConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
 from alignflow.tracking import log_table_input
 
 STAGE_NAME = "self_instruct"
@@ -70,10 +68,8 @@ def resolved_seed(config: PipelineConfig) -> int:
     return section.seed if section.seed is not None else config.seed
 
 
-def self_instruct_section(config: PipelineConfig) -> dict | None:
-    section = config.stages.self_instruct
-    if section is None:
-        return None
+def self_instruct_key(section: SelfInstructConfig, config: PipelineConfig) -> dict:
+    """The section, its resolved seed, and the generator's and teacher's identities."""
     return {**section.model_dump(mode="json"), "seed": resolved_seed(config),
             "models": {"generator": model_identity(section.generator), "teacher": model_identity(section.teacher)}}
 
@@ -233,18 +229,20 @@ def load_writers(generator: str, teacher: str | None, settings: SelfInstructConf
     return Writers(complete_with(generator_model), complete_with(generator_model), complete_with(output_model))
 
 
-def run_self_instruct(context: StageContext) -> StageOutput:
-    settings: SelfInstructConfig = context.config.stages.self_instruct
-    seed = resolved_seed(context.config)
-    pool_path = Path(context.upstream["build"]["outputs"]["instructions"])
+@stage(STAGE_NAME, result=InstructionData, key=self_instruct_key, loads_models=True)
+def self_instruct(cfg: SelfInstructConfig, pretrain: ModelRef, build: InstructionData, run: StageRun) -> StageOutput:
+    """Bootstrap instructions, inputs and outputs from the build pool with the generator model."""
+    settings = cfg
+    seed = resolved_seed(run.config)
+    pool_path = Path(build.outputs["instructions"])
     pool_frame = read_table(pool_path)
     pool = pool_from_table(pool_frame, settings.human_sources, source=str(pool_path))
     log_table_input(pool_frame, pool_path, "build-instructions", context="input")
 
-    generator = settings.generator or context.upstream["pretrain"]["outputs"]["model"]
+    generator = settings.generator or pretrain.model
     from alignflow.models import stage_placement
 
-    writers = load_writers(generator, settings.teacher, settings, stage_placement(context.config))
+    writers = load_writers(generator, settings.teacher, settings, stage_placement(run.config))
     started = time.perf_counter()
     with StepProgress(STAGE_NAME, total=settings.max_rounds) as progress:
         kept_so_far = 0
@@ -263,8 +261,8 @@ def run_self_instruct(context: StageContext) -> StageOutput:
     generated = validated_rows(candidates)
     table = candidates_table(candidates)
     rejected = rejected_table(table, [c.verdict for c in candidates])
-    paths = {"generated": context.out_dir / "generated.parquet", "candidates": context.out_dir / CANDIDATES_FILE,
-             "rejected": context.out_dir / "rejected.parquet"}
+    paths = {"generated": run.out_dir / "generated.parquet", "candidates": run.out_dir / CANDIDATES_FILE,
+             "rejected": run.out_dir / "rejected.parquet"}
     for name, frame in [("generated", generated), ("candidates", table), ("rejected", rejected)]:
         write_table(frame, paths[name])
         log_table_input(frame, paths[name], f"self-instruct-{name}", context="output")
@@ -276,18 +274,3 @@ def run_self_instruct(context: StageContext) -> StageOutput:
     summary = {"generator": generator, "teacher": settings.teacher,
                "examples": generated.head(3)[["instruction", "input", "output"]].to_dict("records")}
     return StageOutput(outputs={name: str(path) for name, path in paths.items()}, metrics=metrics, summary=summary)
-
-
-STAGE = Stage(
-    name=STAGE_NAME,
-    upstream=("pretrain", "build"),
-    section=self_instruct_section,
-    run=run_self_instruct,
-    description="Bootstrap instructions, inputs and outputs from the build pool with the generator model.",
-    loads_models=True,
-)
-
-
-@task(name=STAGE_NAME, **STAGE_TASK_OPTIONS)
-def self_instruct_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

@@ -17,16 +17,14 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
 
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.model_card import publish_model
 from alignflow.models import Placement, resolve_placement, trainer_precision
 from alignflow.plots import line_plot
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import PipelineConfig, SFTStageConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.schemas.config import SFTStageConfig
+from alignflow.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
@@ -34,11 +32,6 @@ from alignflow.training.checkpoints import (
     resume_point,
 )
 from alignflow.training.sft_data import IGNORE, PromptTemplate, prompt_template, tokenize_row
-
-
-def sft_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.sft
-    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
 
 
 def tokenize_table(frame: pd.DataFrame, tokenizer, template: PromptTemplate,
@@ -140,7 +133,9 @@ def log_mix(shares: list, out_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def run_sft(context: StageContext) -> StageOutput:
+@stage("sft", result=ModelRef, loads_models=True)
+def train_sft(cfg: SFTStageConfig, pretrain: ModelRef, validate: InstructionData, run: StageRun) -> StageOutput:
+    """Supervised fine-tuning (full or LoRA) with loss on responses only."""
     from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
     from transformers import PrinterCallback
@@ -154,12 +149,11 @@ def run_sft(context: StageContext) -> StageOutput:
     from alignflow.training.stability import ReduceLROnPlateau
 
     transformers_logging.disable_progress_bar()  # per-checkpoint "writing shards" bars are noise here
-    settings: SFTStageConfig = context.config.stages.sft
-    seed = context.config.seed
-    base = context.upstream["pretrain"]["outputs"]["model"]
-    data = context.upstream["validate"]["outputs"]
-    placement = stage_placement(context.config)
-    tokenizer = load_tokenizer(base, context.config.chat_template)
+    settings, seed = cfg, run.config.seed
+    base = pretrain.model
+    data = validate.outputs
+    placement = stage_placement(run.config)
+    tokenizer = load_tokenizer(base, run.config.chat_template)
     log_tokenizer_setup(tokenizer)
     template = prompt_template(settings, tokenizer)
     examples, origins, dropped_train = tokenize_table(read_table(data["train"]), tokenizer, template,
@@ -182,12 +176,12 @@ def run_sft(context: StageContext) -> StageOutput:
     stream, sampler, phases_seen = None, None, []
     if settings.mixing is not None or settings.curriculum is not None:
         stream, shares = training_stream(origins, settings, seed)
-        metrics |= log_mix(shares, context.out_dir)
+        metrics |= log_mix(shares, run.out_dir)
         train = Dataset.from_list([examples[i] for i in stream])
     else:
         train = Dataset.from_list(examples)
 
-    checkpoints = checkpoint_dir(context.config, "sft", context.out_dir)
+    checkpoints = checkpoint_dir(run.config, "sft", run.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     metrics_callback = MlflowMetrics()
@@ -220,16 +214,16 @@ def run_sft(context: StageContext) -> StageOutput:
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     remove_checkpoints(checkpoints)
-    model_dir = context.out_dir / "model"
+    model_dir = run.out_dir / "model"
     trained = trainer.model.merge_and_unload() if settings.method == "lora" else trainer.model
     save_model(trained, tokenizer, model_dir)
     history = metrics_callback.history
-    line_plot(context.out_dir / "loss_curve.png", "SFT loss", "step", "loss",
+    line_plot(run.out_dir / "loss_curve.png", "SFT loss", "step", "loss",
               {"train": history.get("loss", []), "validation": history.get("eval_loss", [])})
-    mlflow.log_artifact(str(context.out_dir / "loss_curve.png"))
+    mlflow.log_artifact(str(run.out_dir / "loss_curve.png"))
     if phases_seen:
-        write_phases(context.out_dir / "curriculum.json", phases_seen, stream, origins)
-        mlflow.log_artifact(str(context.out_dir / "curriculum.json"))
+        write_phases(run.out_dir / "curriculum.json", phases_seen, stream, origins)
+        mlflow.log_artifact(str(run.out_dir / "curriculum.json"))
     headline = {"train_loss": float(result.training_loss)}
     if history.get("eval_loss"):
         headline["validation_loss"] = history["eval_loss"][-1][1]
@@ -237,7 +231,7 @@ def run_sft(context: StageContext) -> StageOutput:
                "resumed_from_step": float(resume_step), "global_step": float(trainer.state.global_step), **metrics}
     if plateau is not None:
         metrics["lr_reductions"] = float(plateau.reductions)
-    metrics = publish_model(context, model_dir, title="SFT model", base_model=base, metrics=metrics,
+    metrics = publish_model(run, model_dir, title="SFT model", base_model=base, metrics=metrics,
                             register=settings.register_model,
                             summary=f"Supervised fine-tuning ({settings.method}) of `{base}` on the validated "
                             "instruction data, loss on response tokens only.")
@@ -251,18 +245,3 @@ def write_phases(path: Path, phases: list[tuple[int, list[int]]], stream: list[i
                 "tasks": pd.Series([origins[stream[p]]["task"] for p in positions]).value_counts().to_dict()}
                for index, positions in sorted(last.items())]
     path.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-
-
-STAGE = Stage(
-    name="sft",
-    upstream=("pretrain", "validate"),
-    section=sft_section,
-    run=run_sft,
-    description="Supervised fine-tuning (full or LoRA) with loss on responses only.",
-    loads_models=True,
-)
-
-
-@task(name="sft", **STAGE_TASK_OPTIONS)
-def sft_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
 
 from alignflow.data.tables import (
     check_rejected_fraction,
@@ -24,26 +23,20 @@ from alignflow.data.tables import (
 )
 from alignflow.errors import DataError
 from alignflow.plots import count_panels
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage
-from alignflow.schemas.config import PipelineConfig, ValidateConfig
-from alignflow.stage import Stage, StageContext, StageOutput
+from alignflow.schemas.config import ValidateConfig
+from alignflow.stage import InstructionData, StageOutput, StageResult, StageRun, stage
 from alignflow.tracking import log_table_input
 
 DATA_STAGES = ("build", "self_instruct", "clean")
 
 
-def validate_section(config: PipelineConfig) -> dict | None:
-    settings = config.stages.validate_data
-    return None if settings is None else {"seed": config.seed, **settings.model_dump(mode="json")}
-
-
-def latest_instructions(upstream: dict[str, dict]) -> list[tuple[str, Path]]:
+def latest_instructions(upstream: dict[str, StageResult]) -> list[tuple[str, Path]]:
     """The table(s) holding the data flow's current rows, as (stage, path)."""
     if "clean" in upstream:
-        return [("clean", Path(upstream["clean"]["outputs"]["instructions"]))]
-    tables = [("build", Path(upstream["build"]["outputs"]["instructions"]))]
+        return [("clean", Path(upstream["clean"].outputs["instructions"]))]
+    tables = [("build", Path(upstream["build"].outputs["instructions"]))]
     if "self_instruct" in upstream:
-        tables.append(("self_instruct", Path(upstream["self_instruct"]["outputs"]["generated"])))
+        tables.append(("self_instruct", Path(upstream["self_instruct"].outputs["generated"])))
     return tables
 
 
@@ -80,22 +73,25 @@ def card_markdown(card: dict[str, dict[str, int]], n_train: int, n_validation: i
     return "\n".join(lines)
 
 
-def run_validate(context: StageContext) -> StageOutput:
-    settings: ValidateConfig = context.config.stages.validate_data
-    out = context.out_dir
-    frames = [read_table(path) for _, path in latest_instructions(context.upstream)]
+@stage("validate", result=InstructionData)
+def validate_data(cfg: ValidateConfig, build: InstructionData, self_instruct: InstructionData | None = None,
+                  clean: InstructionData | None = None, *, run: StageRun) -> StageOutput:
+    """Validate instruction data; data card; train/validation split."""
+    settings = cfg
+    out = run.out_dir
+    frames = [read_table(path) for _, path in latest_instructions(run.upstream)]
     combined = pd.concat(frames, ignore_index=True)
     valid, invalid = validate_instructions(combined, stage="validate", source="instructions")
-    upstream_rejects = [read_table(result["outputs"]["rejected"])
-                        for name, result in context.upstream.items()
-                        if name in DATA_STAGES and "rejected" in result["outputs"]]
+    upstream_rejects = [read_table(result.outputs["rejected"])
+                        for name, result in run.upstream.items()
+                        if name in DATA_STAGES and "rejected" in result.outputs]
     rejected = pd.concat([*upstream_rejects, invalid], ignore_index=True)
     write_table(rejected, out / "rejected.parquet")
     check_rejected_fraction(len(valid) + len(rejected), rejected, settings.max_rejected_fraction, "validate")
     if len(valid) < settings.min_rows:
         raise DataError(f"validate: only {len(valid)} valid rows, fewer than min_rows={settings.min_rows}")
 
-    train, validation = split_by_task(valid, settings.validation_fraction, context.config.seed)
+    train, validation = split_by_task(valid, settings.validation_fraction, run.config.seed)
     write_table(valid, out / "instructions.parquet")
     write_table(train, out / "train.parquet")
     write_table(validation, out / "validation.parquet")
@@ -121,18 +117,3 @@ def run_validate(context: StageContext) -> StageOutput:
         metrics=metrics,
         summary={"data_card": card},
     )
-
-
-STAGE = Stage(
-    name="validate",
-    upstream=("build",),
-    optional_upstream=("self_instruct", "clean"),
-    section=validate_section,
-    run=run_validate,
-    description="Validate instruction data; data card; train/validation split.",
-)
-
-
-@task(name="validate", **STAGE_TASK_OPTIONS)
-def validate_task(request: dict) -> dict:
-    return execute_stage(STAGE, request)

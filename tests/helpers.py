@@ -176,3 +176,11 @@ def instruction_row(id: str = "r1", instruction: str = "判断下面评论的情
     messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
     return {"id": id, "task": task, "format": "basic", "instruction": instruction, "input": input, "output": output,
             "messages": json.dumps(messages, ensure_ascii=False), "source": "test"}
+
+
+def stage_result(stage: str, outputs: dict[str, str], digest: str = "digest", run_id: str = "run", kind=None):
+    """A hand-made upstream result (a StageResult, or `kind` of one), as a stage function receives it."""
+    from alignflow.stage import StageResult
+
+    return (kind or StageResult)(stage=stage, cache_key=f"{stage}-key", out_dir="", outputs=outputs, digest=digest,
+                       mlflow_run_id=run_id)

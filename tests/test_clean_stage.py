@@ -9,17 +9,17 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from helpers import REPO
+from helpers import REPO, stage_result
 from helpers import instruction_row as row
 from mlflow.tracking import MlflowClient
-from prefect import task
+from pydantic import BaseModel
 
 from alignflow.data.tables import read_table, write_table
-from alignflow.runner import STAGE_TASK_OPTIONS, execute_stage, run_pipeline
+from alignflow.runner import call_stage, run_pipeline
 from alignflow.schemas.config import PipelineConfig
 from alignflow.schemas.instruction import INSTRUCTION_COLUMNS, InstructionRow, RejectedRow
-from alignflow.stage import Stage, StageContext, StageOutput
-from alignflow.tasks import clean
+from alignflow.stage import InstructionData, StageOutput, StageRun, stage
+from alignflow.tasks.clean import clean
 from alignflow.tracking import setup_tracking
 
 LONG = ("请把下面这段关于城市交通的长评论压缩成一句话，保留主要观点：地铁线路越来越多，高峰时段依旧拥挤，"
@@ -88,12 +88,13 @@ def write_rows(path: Path, rows: list[tuple[dict, str | None]]) -> str:
     return str(path)
 
 
-def upstream(tmp_path: Path, with_generated: bool = True) -> dict[str, dict]:
-    result = {"build": {"outputs": {"instructions": write_rows(tmp_path / "build.parquet", BUILD_ROWS)},
-                        "digest": "build-digest", "mlflow_run_id": "run-build"}}
+def upstream(tmp_path: Path, with_generated: bool = True) -> dict:
+    result = {"build": stage_result("build", {"instructions": write_rows(tmp_path / "build.parquet", BUILD_ROWS)},
+                                    "build-digest", "run-build")}
     if with_generated:
-        result["self_instruct"] = {"outputs": {"generated": write_rows(tmp_path / "generated.parquet", GENERATED_ROWS)},
-                                   "digest": "generated-digest", "mlflow_run_id": "run-generated"}
+        result["self_instruct"] = stage_result(
+            "self_instruct", {"generated": write_rows(tmp_path / "generated.parquet", GENERATED_ROWS)},
+            "generated-digest", "run-generated")
     return result
 
 
@@ -102,8 +103,7 @@ def run_stage(tmp_path: Path, config: PipelineConfig, upstream_results: dict) ->
     out_dir = tmp_path / "out"
     out_dir.mkdir(exist_ok=True)
     with mlflow.start_run(experiment_id=experiment) as run:
-        context = StageContext("clean", config, clean.clean_section(config), upstream_results, out_dir)
-        return clean.STAGE.run(context), run.info.run_id
+        return call_stage(clean, config, config.stages.clean, upstream_results, out_dir), run.info.run_id
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_self_instruct_is_optional(tmp_path, store):
 
 def test_empty_inputs_give_empty_outputs(tmp_path, store):
     empty = write_rows(tmp_path / "empty.parquet", [])
-    results = {"build": {"outputs": {"instructions": empty}, "digest": "d", "mlflow_run_id": "r"}}
+    results = {"build": stage_result("build", {"instructions": empty})}
     output, _ = run_stage(tmp_path, make_config(tmp_path, store), results)
     assert output.metrics["rows_read"] == output.metrics["rows_kept"] == output.metrics["rows_rejected"] == 0
     assert read_table(output.outputs["instructions"]).columns.tolist() == INSTRUCTION_COLUMNS
@@ -205,25 +205,26 @@ def test_missing_blocklist_file_is_a_clear_error(tmp_path, store):
 def test_table_level_problems_name_the_file(tmp_path, store):
     bad = tmp_path / "bad.parquet"
     write_table(pd.DataFrame({"id": ["x"], "text": ["no schema"]}), bad)
-    results = {"build": {"outputs": {"instructions": str(bad)}, "digest": "d", "mlflow_run_id": "r"}}
+    results = {"build": stage_result("build", {"instructions": str(bad)})}
     with pytest.raises(ValueError, match=r"bad\.parquet: columns do not match .*missing"):
         run_stage(tmp_path, make_config(tmp_path, store), results)
 
 
 # --- through the runner: Prefect task, cache key, registry wiring --------------------------------------
 
-def _fake_build(context: StageContext) -> StageOutput:
+class FakeBuildConfig(BaseModel):
+    rows: int = len(BUILD_ROWS)
+
+
+@stage("build", result=InstructionData)
+def fake_build(cfg: FakeBuildConfig, run: StageRun) -> StageOutput:
     """Stands in for the build stage: writes the hand-made table."""
-    path = write_rows(context.out_dir / "instructions.parquet", BUILD_ROWS)
+    path = write_rows(run.out_dir / "instructions.parquet", BUILD_ROWS)
     return StageOutput(outputs={"instructions": path})
 
 
-FAKE_BUILD = Stage(name="build", upstream=(), section=lambda config: {"rows": len(BUILD_ROWS)}, run=_fake_build)
-
-
-@task(name="build", **STAGE_TASK_OPTIONS)
-def fake_build_task(request: dict) -> dict:
-    return execute_stage(FAKE_BUILD, request)
+def build_then_clean(cfg: PipelineConfig):
+    clean(cfg.stages.clean, fake_build(FakeBuildConfig()))
 
 
 @pytest.mark.slow
@@ -232,15 +233,14 @@ def test_clean_runs_in_the_pipeline_and_is_cached(tmp_path, store, monkeypatch):
     config = make_config(tmp_path, store)
     config_path = tmp_path / "pipeline.yaml"
     config_path.write_text(json.dumps(config.model_dump(mode="json")))
-    registry = [(FAKE_BUILD, fake_build_task), (clean.STAGE, clean.clean_task)]
-    first = run_pipeline(config, str(config_path), registry)
+    first = run_pipeline(build_then_clean, config, str(config_path))
     assert [(r.stage, r.status) for r in first] == [("build", "computed"), ("clean", "computed")]
     result = first[1].result
-    assert result["metrics"]["rows_kept"] == sum(rule is None for _, rule in BUILD_ROWS)
-    assert set(result["outputs"]) == {"instructions", "rejected"}
-    again = run_pipeline(config, str(config_path), registry)
+    assert result.metrics["rows_kept"] == sum(rule is None for _, rule in BUILD_ROWS)
+    assert set(result.outputs) == {"instructions", "rejected"}
+    again = run_pipeline(build_then_clean, config, str(config_path))
     assert [r.status for r in again] == ["cached", "cached"]
     stricter = config.model_copy(update={"stages": config.stages.model_copy(
         update={"clean": config.stages.clean.model_copy(update={"near_dup_threshold": 0.95})})})
-    changed = run_pipeline(stricter, str(config_path), registry)
+    changed = run_pipeline(build_then_clean, stricter, str(config_path))
     assert [r.status for r in changed] == ["cached", "computed"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import stage_result
 
 from alignflow.config import ConfigError, parse_config, section_digest
-from alignflow.tasks.evaluate import STAGE, category_means, models_to_evaluate, task_paths
+from alignflow.tasks.evaluate import category_means, evaluate, models_to_evaluate, task_paths
 
 
 def config(project, **evaluate):
@@ -24,23 +25,24 @@ def test_evaluate_config_rejects_bad_shots_and_unknown_keys(project):
 
 def test_section_carries_task_file_digests_and_the_corpus_split(project):
     settings = config(project, tasks=["data/eval/tasks/recognize_*.yaml"])
-    section = STAGE.section(settings)
+    section = evaluate.key(settings.stages.evaluate, settings)
     assert section["heldout_percent"] == 30
     assert sorted(section["task_files"]) == sorted(str(p) for p in task_paths(["data/eval/tasks/recognize_*.yaml"]))
     before = section_digest(section)
     task = project / "data" / "eval" / "tasks" / "recognize_word.yaml"
     task.write_text(task.read_text() + "\n# edited\n")
-    assert section_digest(STAGE.section(settings)) != before  # an edited task file is a new cache key
-    assert STAGE.section(parse_config({"name": "t", "stages": {"pretrain": {}}})) is None
+    assert section_digest(evaluate.key(settings.stages.evaluate, settings)) != before  # an edited task file: a new key
     with pytest.raises(ValueError, match="matches no file"):
         task_paths(["data/eval/none_*.yaml"])
 
 
 def test_every_upstream_model_is_evaluated_in_pipeline_order():
-    upstream = {"dpo": {"outputs": {"model": "/m/dpo"}}, "pretrain": {"outputs": {"model": "/m/base"}},
-                "sft": {"outputs": {"model": "org/sft-hub-id"}}, "validate": {"outputs": {"train": "x"}}}
+    upstream = {name: stage_result(name, outputs) for name, outputs in [
+        ("dpo", {"model": "/m/dpo"}), ("pretrain", {"model": "/m/base"}), ("sft", {"model": "org/sft-hub-id"}),
+        ("validate", {"train": "x"})]}
     assert models_to_evaluate(upstream) == [("pretrain", "/m/base"), ("sft", "org/sft-hub-id"), ("dpo", "/m/dpo")]
-    assert STAGE.inputs({"pretrain", "sft", "build"}) == ("pretrain", "sft")
+    assert evaluate.inputs == ("pretrain", "sft", "dpo", "ppo", "grpo", "rloo")
+    assert evaluate.optional_inputs == ("sft", "dpo", "ppo", "grpo", "rloo")
 
 
 def test_category_means():

@@ -45,21 +45,23 @@ def test_local_paths_and_hub_ids(tmp_path):
 
 
 def test_editing_a_chat_template_file_changes_the_keys_of_model_stages(tmp_path):
+    from helpers import stage_result
+
     from alignflow.config import parse_config
     from alignflow.runner import stage_key
-    from alignflow.tasks import PIPELINE
+    from alignflow.tasks.sft import train_sft
 
-    stages = {stage.name: stage for stage, _ in PIPELINE}
     template = tmp_path / "chat.jinja"
     template.write_text("{{ messages[0]['content'] }}", encoding="utf-8")
     config = parse_config({"name": "t", "base_model": "m", "chat_template": str(template), "stages": {"sft": {}}})
-    upstream = {"pretrain": {"digest": "p"}, "validate": {"digest": "v"}}
-    before = stage_key(stages["sft"], config, upstream)
+    upstream = {"pretrain": stage_result("pretrain", {}, "p"), "validate": stage_result("validate", {}, "v")}
+    before = stage_key(train_sft, config.stages.sft, config, upstream)
     template.write_text("{{ messages[-1]['content'] }}", encoding="utf-8")
-    assert stage_key(stages["sft"], config, upstream) != before
+    assert stage_key(train_sft, config.stages.sft, config, upstream) != before
     launched = parse_config({"name": "t", "base_model": "m", "chat_template": str(template), "stages": {"sft": {}},
                              "execution": {"launcher": "accelerate", "num_processes": 2}})
-    assert stage_key(stages["sft"], launched, upstream) != stage_key(stages["sft"], config, upstream)
+    assert (stage_key(train_sft, launched.stages.sft, launched, upstream)
+            != stage_key(train_sft, config.stages.sft, config, upstream))
 
 
 def test_a_tokenizer_may_come_from_a_folder_without_weights(tmp_path):

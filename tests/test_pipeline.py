@@ -11,14 +11,15 @@ import pytest
 import yaml
 from helpers import make_project, run_cli
 from mlflow.tracking import MlflowClient
-from prefect import task
+from pydantic import BaseModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignflow.cli import main
 from alignflow.config import load_config
-from alignflow.runner import STAGE_TASK_OPTIONS, PipelineError, execute_stage, run_pipeline
-from alignflow.stage import Stage, StageContext, StageOutput
-from alignflow.tasks import PIPELINE
+from alignflow.flows.pipeline import data_flow, evaluation_flow, training_flow
+from alignflow.runner import PipelineError, plan_pipeline, run_pipeline
+from alignflow.stage import ModelRef, StageOutput, StageRun, stage
+from alignflow.tasks.pretrain import pretrain
 from alignflow.tracking import TAG_CACHE_KEY, TAG_CACHED_FROM, TAG_STAGE, TAG_UPSTREAM, default_tracking_uri
 
 pytestmark = pytest.mark.slow
@@ -135,44 +136,59 @@ def test_refresh_recomputes_and_changed_config_gets_a_new_key(smoke, capsys):
     assert "pretrain        cached" in capsys.readouterr().out
 
 
-def _echo(context: StageContext) -> StageOutput:
+class EchoConfig(BaseModel):
+    n: int = 1
+
+
+@stage("echo")
+def echo(cfg: EchoConfig, pretrain: ModelRef, run: StageRun) -> StageOutput:
     """A downstream stage that reads its upstream's model folder."""
-    model_path = Path(context.upstream["pretrain"]["outputs"]["model"])
-    (context.out_dir / "seen.json").write_text(json.dumps(sorted(p.name for p in model_path.iterdir())))
-    return StageOutput(outputs={"seen": str(context.out_dir / "seen.json")}, metrics={"files": 1.0})
+    model_path = Path(pretrain.model)
+    (run.out_dir / "seen.json").write_text(json.dumps(sorted(p.name for p in model_path.iterdir())))
+    return StageOutput(outputs={"seen": str(run.out_dir / "seen.json")}, metrics={"files": 1.0})
 
 
-ECHO = Stage(name="echo", upstream=("pretrain",), section=lambda config: {"n": 1}, run=_echo)
-
-
-@task(name="echo", **STAGE_TASK_OPTIONS)
-def echo_task(request: dict) -> dict:
-    return execute_stage(ECHO, request)
+def graph_with_echo(cfg):
+    """The shipped pipeline plus a stage the test adds, written as a flow would write it."""
+    base = pretrain(cfg.base_source)
+    evaluation_flow(cfg, base, training_flow(cfg, base, data_flow(cfg, base)))
+    echo(EchoConfig(), base)
 
 
 def test_only_and_from_follow_the_graph(smoke, tmp_path):
-    registry = [*PIPELINE, (ECHO, echo_task)]
     config = load_config(SMOKE)
-    reports = {r.stage: r for r in run_pipeline(config, SMOKE, registry)}
+    reports = {r.stage: r for r in run_pipeline(graph_with_echo, config, SMOKE)}
     assert {name: r.status for name, r in reports.items()} == {
         "pretrain": "cached", "build": "cached", "clean": "cached", "validate": "cached", "sft": "cached",
         "evaluate": "cached", "echo": "computed"}
-    echo_run = client().get_run(reports["echo"].result["mlflow_run_id"])
-    assert echo_run.data.tags[TAG_UPSTREAM] == f"pretrain:{reports['pretrain'].result['mlflow_run_id']}"
+    echo_run = client().get_run(reports["echo"].result.mlflow_run_id)
+    assert echo_run.data.tags[TAG_UPSTREAM] == f"pretrain:{reports['pretrain'].result.mlflow_run_id}"
 
-    only = run_pipeline(config, SMOKE, registry, only="echo", refresh=("echo",))
+    only = run_pipeline(graph_with_echo, config, SMOKE, only="echo", refresh=("echo",))
     assert [(r.stage, r.status) for r in only] == [("echo", "computed")]
-    from_pretrain = run_pipeline(config, SMOKE, registry, from_stage="pretrain")
+    from_pretrain = run_pipeline(graph_with_echo, config, SMOKE, from_stage="pretrain")
     assert {r.stage: r.status for r in from_pretrain} == {
         "pretrain": "computed", "build": "cached", "clean": "cached", "validate": "cached", "sft": "computed",
         "evaluate": "computed", "echo": "computed"}
-    assert from_pretrain[4].result["metrics"]["resumed_from_step"] == 0.0, "a forced rerun does not resume a finished run"
+    sft_report = next(r for r in from_pretrain if r.stage == "sft")
+    assert sft_report.result.metrics["resumed_from_step"] == 0.0, "a forced rerun does not resume a finished run"
 
     empty_cache = config.model_copy(update={"cache": config.cache.model_copy(update={"dir": str(tmp_path)})})
     with pytest.raises(PipelineError, match="pretrain is needed from cache"):
-        run_pipeline(empty_cache, SMOKE, registry, only="echo")
+        run_pipeline(graph_with_echo, empty_cache, SMOKE, only="echo")
     with pytest.raises(PipelineError, match="unknown stage"):
-        run_pipeline(config, SMOKE, registry, only="no_such_stage")
+        run_pipeline(graph_with_echo, config, SMOKE, only="no_such_stage")
+
+
+def test_plan_follows_the_graph_the_flow_writes():
+    config = load_config(SMOKE)
+    plan = plan_pipeline(graph_with_echo, config, only="echo")
+    assert {name: planned.mode for name, planned in plan.items()} == {"pretrain": "cached", "echo": "run"}
+    plan = plan_pipeline(graph_with_echo, config, from_stage="clean")
+    assert {name: planned.mode for name, planned in plan.items()} == {
+        "pretrain": "run", "build": "run", "clean": "refresh", "validate": "refresh", "sft": "refresh",
+        "evaluate": "refresh", "echo": "run"}
+    assert plan["validate"].inputs == ("build", "clean")  # self_instruct is not configured in smoke
 
 
 def test_data_flow_is_tracked_with_a_data_card(smoke):

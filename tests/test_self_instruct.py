@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
+from helpers import stage_result
 from pydantic import ValidationError
 
 from alignflow import tracking
@@ -32,10 +33,11 @@ from alignflow.demo.corpus import generate_streams
 from alignflow.demo.model import build_llama
 from alignflow.demo.pretraining import LoopSettings, pack_blocks, train_causal_lm
 from alignflow.demo.tokenizer import train_tokenizer
-from alignflow.runner import execute_stage
+from alignflow.runner import StageCall, run_stage_task
 from alignflow.schemas.config import PipelineConfig, SelfInstructConfig
 from alignflow.schemas.instruction import InstructionRow, RejectedRow
-from alignflow.tasks.self_instruct import STAGE, Candidate, Writers, bootstrap, validated_rows
+from alignflow.stage import ModelRef
+from alignflow.tasks.self_instruct import Candidate, Writers, bootstrap, self_instruct, validated_rows
 
 HUMAN = ["写一首关于秋天的诗", "把句子翻译成英文", "总结这段文字的要点", "判断数字是不是质数", "给文章起一个标题",
          "列出三个同义词", "纠正句子里的错别字", "把句子改写成问句", "把单词的字母倒过来写"]
@@ -247,12 +249,12 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_stage(models, tmp_path_factory):
-    """Run the stage through execute_stage (real MLflow store) with a faked pretrain/build upstream."""
+    """Run the stage's task body (real MLflow store, no Prefect cache) with a faked pretrain/build upstream."""
     root = tmp_path_factory.mktemp("self-instruct-stage")
     table = pd.concat([build_table(HUMAN), build_table(["判断评论的情感"], "dataset:sst")])
     build_path = write_table(table, root / "build.parquet")
-    upstream = {"pretrain": {"outputs": {"model": str(models["generator"])}, "digest": "p", "mlflow_run_id": "r1"},
-                "build": {"outputs": {"instructions": str(build_path)}, "digest": "b", "mlflow_run_id": "r2"}}
+    upstream = {"pretrain": stage_result("pretrain", {"model": str(models["generator"])}, "p", "r1", ModelRef),
+                "build": stage_result("build", {"instructions": str(build_path)}, "b", "r2")}
     counter = iter(range(100))
     store = f"sqlite:///{root / 'mlflow.db'}"
 
@@ -261,14 +263,13 @@ def run_stage(models, tmp_path_factory):
                    "human_sources": ["seed:"], "num_human": 3, "num_generated": 1, **options}
         config = PipelineConfig.model_validate({
             "name": "si-test", "base_model": str(models["generator"]),
-            "tracking": {"uri": store}, "stages": {"self_instruct": section}})
+            "tracking": {"uri": store}, "artifacts_dir": str(root / f"out-{next(counter)}"),
+            "stages": {"self_instruct": section}})
         experiment = tracking.setup_tracking(config)
         parent = tracking.start_parent_run(experiment, config, "inline")
-        request = {"config": config.model_dump(mode="json", by_alias=True), "cache_key": "self_instruct-test",
-                   "out_dir": str(root / f"out-{next(counter)}"), "upstream": upstream, "upstream_runs": {},
-                   "experiment_id": experiment, "parent_run_id": parent}
-        result = execute_stage(STAGE, request)
-        tables = {name: read_table(path) for name, path in result["outputs"].items()}
+        result = run_stage_task(self_instruct, config.stages.self_instruct, upstream,
+                                StageCall(config, "run", experiment, parent))
+        tables = {name: read_table(path) for name, path in result.outputs.items()}
         return result, tables
 
     with pytest.MonkeyPatch.context() as patch:
@@ -286,7 +287,7 @@ def plain(run_stage):
 def test_stage_accounts_for_every_candidate(plain):
     result, tables = plain
     candidates, generated, rejected = tables["candidates"], tables["generated"], tables["rejected"]
-    metrics = result["metrics"]
+    metrics = result.metrics
     assert metrics["rounds"] == 2 and metrics["candidates"] == len(candidates) == 16
     assert len(candidates) == len(generated) + len(rejected) == metrics["kept"] + metrics["rejected"]
     assert metrics["rejected"] == sum(metrics[f"rejected_{rule}"] for rule in RULES)
@@ -306,7 +307,7 @@ def test_stage_accounts_for_every_candidate(plain):
 
 def test_stage_logs_tables_with_digests_and_counts(plain):
     result, _ = plain
-    run = mlflow.get_run(result["mlflow_run_id"])
+    run = mlflow.get_run(result.mlflow_run_id)
     datasets = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
     assert {"build-instructions", "self-instruct-generated", "self-instruct-candidates",
             "self-instruct-rejected"} <= set(datasets) and all(datasets.values())
@@ -320,7 +321,7 @@ def test_same_seed_reproduces_the_stage(plain, run_stage):
     result, tables = plain
     again, again_tables = run_stage()
     pd.testing.assert_frame_equal(tables["candidates"], again_tables["candidates"])
-    assert again["digest"] == result["digest"]
+    assert again.digest == result.digest
 
 
 def test_teacher_writes_the_outputs(plain, run_stage, models):

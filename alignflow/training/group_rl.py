@@ -12,7 +12,8 @@ import mlflow
 
 from alignflow.data.tables import read_table
 from alignflow.model_card import publish_model
-from alignflow.stage import StageContext, StageOutput
+from alignflow.schemas.config import GroupRLStageConfig
+from alignflow.stage import StageOutput, StageResult, StageRun
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
@@ -24,7 +25,9 @@ METHODS = {"grpo": ("GRPOTrainer", "GRPOConfig", "GRPO (group-relative policy op
            "rloo": ("RLOOTrainer", "RLOOConfig", "RLOO (REINFORCE leave-one-out)")}
 
 
-def run_group_rl(context: StageContext) -> StageOutput:
+def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model: StageResult,
+                   preferences: StageResult, run: StageRun) -> StageOutput:
+    """GRPO or RLOO (the stage's name says which) of the SFT model against the reward model."""
     import trl
     from datasets import Dataset
     from transformers import PrinterCallback
@@ -43,14 +46,12 @@ def run_group_rl(context: StageContext) -> StageOutput:
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
 
     transformers_logging.disable_progress_bar()
-    method = context.name
+    method = run.name
     trainer_name, config_name, title = METHODS[method]
-    settings = getattr(context.config.stages, method)
-    sft_path = context.upstream["sft"]["outputs"]["model"]
-    reward_path = context.upstream["reward_model"]["outputs"]["model"]
-    preference_outputs = context.upstream["preferences"]["outputs"]
+    sft_path, reward_path = sft.outputs["model"], reward_model.outputs["model"]
+    preference_outputs = preferences.outputs
     prompts = sorted(set(read_table(preference_outputs["pairs_train"])["prompt"]))
-    placement = stage_placement(context.config)
+    placement = stage_placement(run.config)
     tokenizer = load_tokenizer(sft_path)
     log_tokenizer_setup(tokenizer)
     tokenizer.padding_side = "left"
@@ -59,7 +60,7 @@ def run_group_rl(context: StageContext) -> StageOutput:
     # folder TRL would load itself on the CPU in float32.
     reward_model, reward_tokenizer = reward_model_and_tokenizer(reward_path, placement)
     reward_model.requires_grad_(False)
-    checkpoints = checkpoint_dir(context.config, method, context.out_dir)
+    checkpoints = checkpoint_dir(run.config, method, run.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     args = getattr(trl, config_name)(
@@ -67,7 +68,7 @@ def run_group_rl(context: StageContext) -> StageOutput:
         num_generations=settings.num_generations, learning_rate=settings.learning_rate, beta=settings.beta,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,
         logging_steps=settings.logging_steps, save_strategy="steps", save_steps=settings.save_steps,
-        save_total_limit=2, seed=context.config.seed,
+        save_total_limit=2, seed=run.config.seed,
         **trainer_precision(placement, settings.gradient_checkpointing))
     metrics_callback = MlflowMetrics()
     trainer = getattr(trl, trainer_name)(model=policy, reward_funcs=[reward_model], args=args,
@@ -80,7 +81,7 @@ def run_group_rl(context: StageContext) -> StageOutput:
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     remove_checkpoints(checkpoints)
 
-    model_dir = context.out_dir / "model"
+    model_dir = run.out_dir / "model"
     tokenizer.padding_side = "right"
     save_model(trainer.model, tokenizer, model_dir)
     metrics = {"train_loss": float(result.training_loss), "prompts": len(prompts),
@@ -92,7 +93,7 @@ def run_group_rl(context: StageContext) -> StageOutput:
         metrics |= held_out_comparison(trainer.model, reference, reward_model, tokenizer, eval_prompts,
                                        max_new_tokens=settings.max_completion_length,
                                        temperature=settings.temperature, policy_name=method)
-    metrics = publish_model(context, model_dir, title=f"{method.upper()} policy", base_model=sft_path,
+    metrics = publish_model(run, model_dir, title=f"{method.upper()} policy", base_model=sft_path,
                             metrics=metrics, register=settings.register_model,
                             summary=f"{title} of the SFT model `{sft_path}` against the reward model `{reward_path}` "
                             f"(TRL {trainer_name}, beta {settings.beta}, {settings.num_generations} samples per prompt).")
