@@ -48,7 +48,7 @@ def pipeline_config(model_dir: Path, device: str, dtype: str, big: bool) -> dict
                         "eval_prompts": 16, "heldout_fraction": 0.25, "batch_size": 64},
         "reward_model": {"max_steps": steps // 2 or 1, "batch_size": 16, "logging_steps": 5, "eval_steps": 10},
         "dpo": {"max_steps": steps // 2 or 1, "batch_size": 8, "logging_steps": 5, "eval_steps": 10},
-        "ppo": {"steps": 4 if big else 1, "batch_size": 32, "mini_batch_size": 16, "max_new_tokens": 32,
+        "ppo": {"max_steps": 4 if big else 1, "batch_size": 32, "mini_batch_size": 16, "max_new_tokens": 32,
                 "save_steps": 100, "sample_every": 100},
         "grpo": {"max_steps": 2 if big else 1, "batch_size": 16, "num_generations": 4, "max_completion_length": 16},
         "rloo": {"max_steps": 2 if big else 1, "batch_size": 16, "num_generations": 4, "max_completion_length": 16},

@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
                         num_key_value_heads=args.kv_heads, max_position_embeddings=max(512, args.seq_len),
                         dropout=0.0, seed=args.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    settings = LoopSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+    settings = LoopSettings(max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                             warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
-                            weight_decay=args.weight_decay, grad_clip=1.0, log_every=args.log_every,
+                            weight_decay=args.weight_decay, max_grad_norm=1.0, logging_steps=args.log_every,
                             seed=args.seed)
     trained_tokens = args.steps * args.batch_size * args.seq_len
     print(f"model: {n_params / 1e6:.2f}M params; training {args.steps} steps x {args.batch_size} x {args.seq_len} "

@@ -24,8 +24,9 @@ from alignflow.data.instructions import demo_family_rows
 from alignflow.demo.model import build_llama
 from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.rl import ppo_math as pm
-from alignflow.rl.ppo_trainer import PPOSettings, PPOTrainer
+from alignflow.rl.ppo_trainer import PPOTrainer
 from alignflow.rl.rollout import generate, response_logprobs, response_values, sequence_scores
+from alignflow.schemas.config import PPOStageConfig
 from alignflow.training.sft_data import PromptTemplate
 
 
@@ -68,9 +69,9 @@ def main() -> None:
     def reward(query_ids, query_mask, response_ids, response_mask, texts):
         return sequence_scores(reward_model, query_ids, query_mask, response_ids, response_mask)
 
-    settings = PPOSettings(batch_size=args.batch, mini_batch_size=args.batch // 2, max_new_tokens=args.new_tokens,
-                           missing_eos_penalty=None)
-    trainer = PPOTrainer(policy, reference, value, reward, tokenizer, prompts, settings)
+    settings = PPOStageConfig(batch_size=args.batch, mini_batch_size=args.batch // 2, max_new_tokens=args.new_tokens,
+                              missing_eos_penalty=None)
+    trainer = PPOTrainer(policy, reference, value, reward, tokenizer, prompts, settings, seed=0)
     times: dict[str, list[float]] = {"generate (KV cache)": [], "generate (no cache)": [], "score": [],
                                      "update": []}
     tokens: dict[str, list[float]] = {"generate (KV cache)": [], "generate (no cache)": []}

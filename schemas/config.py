@@ -6,15 +6,57 @@ rather than a silently ignored setting.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 
 class Section(BaseModel):
     """Base of every config section: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Names earlier versions used for the trainer settings: an error says the new one.
+RENAMED_FIELDS = {"steps": "max_steps", "grad_clip": "max_grad_norm", "log_every": "logging_steps"}
+
+
+class TrainerSettings(Section):
+    """What every trainer shares (pretraining, SFT, reward model, DPO, PPO, GRPO, RLOO), under the
+    names transformers' TrainingArguments gives them; a stage's section holds them flat."""
+
+    max_steps: int = Field(100, ge=1, description="Optimizer steps (PPO: rollout + update rounds).")
+    batch_size: int = Field(16, ge=1, description="Examples (pairs, prompts) per device per step.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping threshold.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps (PPO: none, its rate is constant).")
+    logging_steps: int = Field(5, ge=1, description="Steps between logged metrics (PPO logs every step).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [key for key in data if key in RENAMED_FIELDS and RENAMED_FIELDS[key] in cls.model_fields]
+            if old:
+                raise ValueError("; ".join(f"{key} is now called {RENAMED_FIELDS[key]}" for key in old))
+        return data
+
+
+class CheckpointedTrainer(TrainerSettings):
+    """A trainer that checkpoints (resumes after an interruption) and can trade compute for memory."""
+
+    save_steps: int = Field(50, ge=1, description="Steps between checkpoints (resume after an interruption).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
+    register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
+
+
+def default(base: type[BaseModel], name: str, value: Any) -> Any:
+    """`base`'s field `name` (its constraints and description) with another default."""
+    return FieldInfo.merge_field_infos(base.model_fields[name], default=value)
 
 
 class TrackingConfig(Section):
@@ -143,16 +185,14 @@ class TinyModelConfig(Section):
         return self
 
 
-class PretrainTrainingConfig(Section):
-    steps: int = Field(600, ge=1, description="Optimizer steps.")
-    batch_size: int = Field(16, ge=1, description="Sequences per step.")
+class PretrainTrainingConfig(TrainerSettings):
+    max_steps: int = default(TrainerSettings, "max_steps", 600)
+    learning_rate: float = default(TrainerSettings, "learning_rate", 3e-3)
+    weight_decay: float = default(TrainerSettings, "weight_decay", 0.1)
+    warmup_steps: int = default(TrainerSettings, "warmup_steps", 30)
+    logging_steps: int = default(TrainerSettings, "logging_steps", 10)
     seq_len: int = Field(256, ge=8, description="Tokens per sequence (documents are packed).")
-    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (AdamW).")
-    warmup_steps: int = Field(30, ge=0, description="Linear warm-up steps.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak (cosine).")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices.")
-    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clipping threshold.")
-    log_every: int = Field(10, ge=1, description="Steps between logged metrics.")
     validation_fraction: float = Field(
         0.02, ge=0, lt=0.5, description="Fraction of packed blocks kept out of training for validation loss."
     )
@@ -297,10 +337,14 @@ class PlateauConfig(Section):
     min_lr: float = Field(0.0, ge=0, description="Never cut below this learning rate.")
 
 
-class SFTStageConfig(Section):
+class SFTStageConfig(CheckpointedTrainer):
     """Supervised fine-tuning on the validated instruction data (TRL SFTTrainer)."""
 
-    method: str = Field("full", pattern="^(full|lora)$", description="full: update every weight; lora: adapters.")
+    max_steps: int = default(TrainerSettings, "max_steps", 200)
+    batch_size: int = default(TrainerSettings, "batch_size", 8)
+    learning_rate: float = default(TrainerSettings, "learning_rate", 5e-4)
+    warmup_steps: int = default(TrainerSettings, "warmup_steps", 10)
+    method: Literal["full", "lora"] = Field("full", description="full: update every weight; lora: adapters.")
     lora: LoraSettings = LoraSettings()
     prompt_with_input: str = Field(
         "指令：{instruction}\n输入：{input}\n输出：", description="Prompt template of basic rows that have an input."
@@ -311,29 +355,17 @@ class SFTStageConfig(Section):
         "document, like the demo's). Chat formats follow their template."
     )
     max_length: int = Field(512, ge=8, description="Longest tokenised example; longer ones are cut at the end.")
-    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
-    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
-    lr_scheduler: str = Field(
-        "cosine", pattern="^(linear|cosine|constant_with_warmup)$", description="Decay after warm-up."
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "cosine", description="Decay after warm-up."
     )
-    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
     dropout: float | None = Field(None, ge=0, lt=1, description="Override the model's attention dropout.")
-    logging_steps: int = Field(5, ge=1, description="Steps between logged training metrics.")
     eval_steps: int = Field(25, ge=1, description="Steps between validation-loss evaluations.")
-    save_steps: int = Field(50, ge=1, description="Steps between checkpoints (resume after an interruption).")
     plateau: PlateauConfig | None = Field(None, description="Learning-rate cuts on a validation-loss plateau.")
     mixing: MixingConfig | None = Field(
         None, description="Multi-task mixing. None: the data as it is (every row once per epoch)."
     )
     curriculum: CurriculumConfig | None = Field(None, description="Curriculum order. None: random order.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
-    )
-    register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
 
@@ -584,7 +616,7 @@ class PreferencesConfig(Section):
         return self
 
 
-class RewardModelConfig(Section):
+class RewardModelConfig(CheckpointedTrainer):
     """Bradley-Terry reward model (TRL RewardTrainer), initialised from the SFT model."""
 
     use_margin: bool = Field(False, description="Subtract the pair's margin inside the loss (Llama-2 style).")
@@ -592,55 +624,38 @@ class RewardModelConfig(Section):
         None, ge=0, description="Push rewards towards zero mean (TRL's auxiliary loss). None: off."
     )
     max_length: int = Field(256, ge=8, description="Longest prompt + response, in tokens.")
-    max_steps: int = Field(100, ge=1, description="Optimizer steps.")
-    batch_size: int = Field(16, ge=1, description="Pairs per step.")
-    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
-    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
-    logging_steps: int = Field(5, ge=1, description="Steps between logged metrics.")
     eval_steps: int = Field(25, ge=1, description="Steps between held-out evaluations.")
-    save_steps: int = Field(50, ge=1, description="Steps between checkpoints.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
-    )
-    register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
-class DPOStageConfig(Section):
+class DPOStageConfig(CheckpointedTrainer):
     """Direct preference optimisation (TRL DPOTrainer) from the SFT model, the SFT model as reference."""
 
     beta: float = Field(0.1, gt=0, description="Strength of the implicit KL constraint to the reference.")
     loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(
         "sigmoid", description="sigmoid: DPO; ipo: identity preference optimisation; hinge: SLiC."
     )
-    method: str = Field("full", pattern="^(full|lora)$", description="full: update every weight; lora: adapters "
-                        "(the reference is the adapter-disabled model).")
+    method: Literal["full", "lora"] = Field("full", description="full: update every weight; lora: adapters "
+                                            "(the reference is the adapter-disabled model).")
     lora: LoraSettings = LoraSettings()
+    learning_rate: float = default(TrainerSettings, "learning_rate", 5e-5)
     max_length: int = Field(256, ge=8, description="Longest prompt + response, in tokens.")
-    max_steps: int = Field(100, ge=1, description="Optimizer steps.")
-    batch_size: int = Field(16, ge=1, description="Pairs per step.")
-    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
-    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
-    logging_steps: int = Field(5, ge=1, description="Steps between logged metrics.")
     eval_steps: int = Field(25, ge=1, description="Steps between held-out evaluations.")
-    save_steps: int = Field(50, ge=1, description="Steps between checkpoints.")
     win_rate_max_new_tokens: int = Field(16, ge=1, description="Greedy response length for the win rate.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
-    )
-    register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
-class PPOStageConfig(Section):
-    """PPO with a per-token KL penalty to the SFT policy, against the reward model (alignflow's own)."""
+class PPOStageConfig(CheckpointedTrainer):
+    """PPO with a per-token KL penalty to the SFT policy, against the reward model (alignflow's own).
+    warmup_steps and logging_steps are not used: the rate is constant and every round is logged."""
 
-    steps: int = Field(60, ge=1, description="Rollout + update rounds.")
+    max_steps: int = default(TrainerSettings, "max_steps", 60)
     batch_size: int = Field(32, ge=2, description="Prompts per rollout.")
+    learning_rate: float = default(TrainerSettings, "learning_rate", 1e-5)
+    weight_decay: float = default(TrainerSettings, "weight_decay", 0.01)  # torch AdamW's own default
+    warmup_steps: Literal[0] = Field(0, description="Not used: PPO's learning rate is constant.")
+    logging_steps: Literal[1] = Field(1, description="Not used: every PPO round is logged.")
+    save_steps: int = default(CheckpointedTrainer, "save_steps", 10)
     mini_batch_size: int = Field(16, ge=1, description="Responses per gradient step.")
     ppo_epochs: int = Field(2, ge=1, description="Passes over each rollout batch.")
-    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate (policy and value model).")
     kl_coef: float = Field(0.05, ge=0, description="beta of the per-token penalty -beta * (log pi - log pi_ref).")
     adaptive_kl: bool = Field(False, description="Adapt beta towards target_kl (Ziegler et al.).")
     target_kl: float = Field(
@@ -660,32 +675,22 @@ class PPOStageConfig(Section):
     max_new_tokens: int = Field(16, ge=1, description="Response length limit.")
     temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
-    save_steps: int = Field(10, ge=1, description="Steps between checkpoints.")
     sample_every: int = Field(10, ge=1, description="Steps between sample tables (prompt, response, reward).")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
-    )
-    register_model: bool = Field(True, description="Add the policy to the MLflow model registry.")
 
 
-class GroupRLStageConfig(Section):
+class GroupRLStageConfig(CheckpointedTrainer):
     """GRPO or RLOO (TRL) against the reward model: several sampled responses per prompt, advantages
     relative to the group, a KL penalty to the SFT policy."""
 
-    max_steps: int = Field(50, ge=1, description="Optimizer steps.")
+    max_steps: int = default(TrainerSettings, "max_steps", 50)
     batch_size: int = Field(16, ge=2, description="Responses per step (a multiple of num_generations).")
+    learning_rate: float = default(TrainerSettings, "learning_rate", 1e-5)
+    warmup_steps: int = default(TrainerSettings, "warmup_steps", 0)
+    save_steps: int = default(CheckpointedTrainer, "save_steps", 25)
     num_generations: int = Field(4, ge=2, description="Responses sampled per prompt (the group).")
-    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate.")
     beta: float = Field(0.05, ge=0, description="KL coefficient to the reference (SFT) policy.")
     max_completion_length: int = Field(16, ge=1, description="Response length limit.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    logging_steps: int = Field(5, ge=1, description="Steps between logged metrics.")
-    save_steps: int = Field(25, ge=1, description="Steps between checkpoints.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
-    )
-    register_model: bool = Field(True, description="Add the policy to the MLflow model registry.")
 
     @model_validator(mode="after")
     def _groups_fill_batches(self) -> GroupRLStageConfig:

@@ -78,7 +78,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
         output_dir=str(checkpoints), beta=settings.beta, loss_type=[settings.loss_type],
         max_length=settings.max_length, max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps,
+        learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay,
         max_grad_norm=settings.max_grad_norm, logging_steps=settings.logging_steps,
         eval_strategy="steps" if heldout is not None else "no", eval_steps=settings.eval_steps,
         save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2, seed=run.config.seed,

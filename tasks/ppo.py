@@ -31,13 +31,6 @@ def completed_step(checkpoints: Path) -> int:
     return max(steps, default=0)
 
 
-def ppo_settings(settings: PPOStageConfig, seed: int):
-    from alignflow.rl.ppo_trainer import PPOSettings
-
-    fields = PPOSettings.__dataclass_fields__
-    return PPOSettings(**{k: v for k, v in settings.model_dump().items() if k in fields}, seed=seed)
-
-
 def launched_accelerator(settings: PPOStageConfig, placement):
     """accelerate's Accelerator in a launched job (gloo on CPUs, NCCL on GPUs), None in one process."""
     from alignflow.distributed import world_size
@@ -95,12 +88,12 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
         return sequence_scores(reward_model, query_ids, query_mask, response_ids, response_mask)
 
     trainer = PPOTrainer(policy, reference, value_model, reward, tokenizer, prompts,
-                         ppo_settings(settings, run.config.seed), accelerator=launched_accelerator(settings, placement))
+                         settings, run.config.seed, accelerator=launched_accelerator(settings, placement))
     checkpoints = checkpoint_dir(run.config, "ppo", run.out_dir)
     resume_step = completed_step(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     history: dict[str, list[tuple[int, float]]] = {}
-    progress = StepProgress("ppo", total=settings.steps)
+    progress = StepProgress("ppo", total=settings.max_steps)
     progress.update(resume_step)
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
@@ -108,7 +101,7 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
         for key, value in metrics.items():
             history.setdefault(key, []).append((step, value))
         progress.update(step, reward=metrics["reward_mean"], kl=metrics["kl_mean"])
-        if step % settings.sample_every == 0 or step == settings.steps:
+        if step % settings.sample_every == 0 or step == settings.max_steps:
             mlflow.log_table(pd.DataFrame(trainer.samples), artifact_file=f"samples/step_{step:05d}.json")
 
     trainer.train(on_step=on_step, checkpoints=checkpoints, save_steps=settings.save_steps)

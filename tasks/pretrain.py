@@ -73,13 +73,14 @@ def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
     mlflow.log_params({"n_parameters": n_params, "corpus_tokens": int(blocks.numel()), "vocab_size": len(tokenizer)})
 
     history: list[tuple[int, float]] = []
-    with StepProgress("pretrain", total=train_cfg.steps) as progress:
+    with StepProgress("pretrain", total=train_cfg.max_steps) as progress:
         def on_log(step: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics(metrics, step=step)
             history.append((step, metrics["train_loss"]))
             progress.update(step, loss=metrics["train_loss"], tok_s=metrics["tokens_per_second"])
 
-        loop = LoopSettings(seed=seed, **train_cfg.model_dump(exclude={"seq_len", "validation_fraction"}))
+        fields = set(LoopSettings.__dataclass_fields__) - {"seed"}
+        loop = LoopSettings(seed=seed, **train_cfg.model_dump(include=fields))
         final = train_causal_lm(model, train_blocks, loop, on_log)
 
     metrics = {"final_train_loss": final["train_loss"], "tokens_per_second": final["tokens_per_second"]}

@@ -97,7 +97,7 @@ TRAINING_STAGES = {
                     "heldout_fraction": 0.25},
     "reward_model": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3},
     "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6},
-    "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
+    "ppo": {"max_steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
             "sample_every": 2, "learning_rate": 1e-4},
     "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
     "rloo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},

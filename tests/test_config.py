@@ -34,6 +34,34 @@ def test_unknown_key_is_an_error(tmp_path):
         load_config(path)
 
 
+def test_an_old_field_name_says_the_new_one(tmp_path):
+    path = write(tmp_path, "name: x\nstages:\n  pretrain:\n    training:\n      steps: 5\n      grad_clip: 1.0\n"
+                           "  ppo:\n    steps: 3\n")
+    message = str(pytest.raises(ConfigError, load_config, path).value)
+    assert "stages.pretrain.training: steps is now called max_steps; grad_clip is now called max_grad_norm" in message
+    assert "stages.ppo: steps is now called max_steps" in message
+
+
+def test_trainers_share_one_set_of_names():
+    from alignflow.schemas.config import (
+        DPOStageConfig,
+        GroupRLStageConfig,
+        PPOStageConfig,
+        PretrainTrainingConfig,
+        RewardModelConfig,
+        SFTStageConfig,
+        TrainerSettings,
+    )
+
+    shared = set(TrainerSettings.model_fields)
+    for trainer in (PretrainTrainingConfig, SFTStageConfig, RewardModelConfig, DPOStageConfig, PPOStageConfig,
+                    GroupRLStageConfig):
+        assert issubclass(trainer, TrainerSettings) and shared <= set(trainer.model_fields)
+    assert DPOStageConfig().weight_decay == 0.0 and PPOStageConfig().max_steps == 60
+    with pytest.raises(ValueError, match="method"):
+        SFTStageConfig(method="qlora")
+
+
 def test_every_problem_is_listed(tmp_path):
     path = write(tmp_path, "name: x\nsed: 1\nstages:\n  pretrain:\n    model:\n      hidden_size: -3\n")
     message = str(pytest.raises(ConfigError, load_config, path).value)

@@ -35,8 +35,8 @@ def demo_model(tmp_path_factory) -> Path:
     model = build_llama(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, dropout=0.0,
                         seed=0)
-    settings = LoopSettings(steps=150, batch_size=16, learning_rate=5e-3, warmup_steps=20, min_lr_ratio=0.1,
-                            weight_decay=0.1, grad_clip=1.0, log_every=50, seed=0)
+    settings = LoopSettings(max_steps=150, batch_size=16, learning_rate=5e-3, warmup_steps=20, min_lr_ratio=0.1,
+                            weight_decay=0.1, max_grad_norm=1.0, logging_steps=50, seed=0)
     with torch_threads(1):  # a tiny model: one thread is fastest, and robust on a busy machine
         train_causal_lm(model, blocks, settings, lambda step, metrics: None)
     folder = tmp_path_factory.mktemp("demo-model")

@@ -15,6 +15,7 @@ from helpers import (
     make_project,
     metric_steps,
     project_store,
+    run_cli,
     run_in_this_process,
     run_until_killed,
     stage_runs,
@@ -37,15 +38,19 @@ STAGES = {
             "win_rate_max_new_tokens": 2},
     "reward_model": {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "eval_steps": 2},
     # batch_size is PPO's global rollout batch: a launched job splits it over its ranks
-    "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4,
+    "ppo": {"max_steps": 3, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4,
             "save_steps": 3, "sample_every": 3},
 }
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
+    """A project whose one-process pipeline has run, so that any test may run one stage with
+    `--only` from its cached upstream, in any order."""
     folder = make_project(tmp_path_factory.mktemp("launcher"))
     build_foreign_model("qwen2_chatml", folder / "models" / "qwen2", corpus_texts(folder / "data"))
+    inline = run_cli(["run", write_config(folder, "inline.yaml")], folder, folder / ".prefect")
+    assert inline.returncode == 0, inline.stdout[-3000:] + inline.stderr[-3000:]
     return folder
 
 
@@ -78,7 +83,7 @@ def curve(folder: Path, run_id: str, key: str) -> list[float]:
 def test_two_processes_train_sft_and_dpo_as_one_with_the_same_global_batch(project, capsys):
     inline = run_in_this_process(["run", write_config(project, "inline.yaml")], project, capsys)
     assert inline.returncode == 0, inline.stdout[-3000:] + inline.stderr[-3000:]
-    one_sft, one_dpo = stage_runs(project, "sft", "launcher")[-1], stage_runs(project, "dpo", "launcher")[-1]
+    one_sft, one_dpo = (computing_run(project, stage_runs(project, name, "launcher")[-1]) for name in ("sft", "dpo"))
 
     # DPO as a 2-process job (per-device batch 2), on the same SFT model and pairs (from cache)
     result = run_in_this_process(["run", write_config(project, "dpo2.yaml", launched={"dpo": "accelerate"},
@@ -111,7 +116,7 @@ def test_two_processes_train_sft_and_dpo_as_one_with_the_same_global_batch(proje
     parents = [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [(r.data.tags["mlflow.parentRunId"], r.data.tags["alignflow.stage"]) for r in runs
                 if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 3 and len(children) == len(set(children)), "one run per stage and pipeline run"
+    assert len(parents) >= 3 and len(children) == len(set(children)), "one run per stage and pipeline run"
     assert len(runs) == len(parents) + len(children)
     assert {a.path for a in client.list_artifacts(two_dpo.info.run_id)} == \
         {a.path for a in client.list_artifacts(one_dpo.info.run_id)}

@@ -50,6 +50,26 @@ def model_dir(folder: Path) -> Path:
     return next((folder / "artifacts" / "pretrain").glob("pretrain-*")) / "model"
 
 
+def test_prefect_records_the_stage_graph_as_task_run_edges(smoke):
+    """The flow passes upstream futures into each stage task run, so Prefect (and its UI) holds the
+    real dependency edges: sft reads pretrain and validate, evaluate reads pretrain and sft."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        task_runs = prefect.read_task_runs(limit=200, sort="EXPECTED_START_TIME_DESC")
+    stage_of = {run.id: run.name.rsplit("-", 1)[0] for run in task_runs}
+    by_flow: dict = {}
+    for run in task_runs:
+        by_flow.setdefault(run.flow_run_id, {})[stage_of[run.id]] = {
+            stage_of.get(ref.id) for ref in run.task_inputs.get("inputs", [])}
+    smoke_runs = [edges for edges in by_flow.values()
+                  if set(edges) == {"pretrain", "build", "clean", "validate", "sft", "evaluate"}]
+    assert smoke_runs, "the smoke pipeline's task runs are in Prefect"
+    for edges in smoke_runs:
+        assert edges["sft"] == {"pretrain", "validate"} and edges["evaluate"] == {"pretrain", "sft"}
+        assert edges["validate"] == {"build", "clean"} and edges["pretrain"] == set()
+
+
 def test_pretrain_builds_a_loadable_model(smoke):
     tokenizer = AutoTokenizer.from_pretrained(model_dir(smoke))
     model = AutoModelForCausalLM.from_pretrained(model_dir(smoke))
@@ -62,7 +82,7 @@ def test_pretrain_builds_a_loadable_model(smoke):
 def test_pretrain_run_is_tracked_with_params_metrics_and_artifacts(smoke):
     run = stage_runs()[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["training.steps"] == "12"
+    assert run.data.params["training.max_steps"] == "12"
     assert run.data.params["corpus.languages"] == '["zh", "en"]'
     assert run.data.tags[TAG_CACHE_KEY].startswith("pretrain-")
     assert "mlflow.parentRunId" in run.data.tags
@@ -126,7 +146,7 @@ def test_refresh_recomputes_and_changed_config_gets_a_new_key(smoke, capsys):
     assert len(stage_runs()) == runs_before + 1 and stage_runs()[-1].data.tags.get(TAG_CACHED_FROM) is None
 
     data = yaml.safe_load((smoke / SMOKE).read_text())
-    data["stages"]["pretrain"]["training"]["steps"] = 8
+    data["stages"]["pretrain"]["training"]["max_steps"] = 8
     (smoke / "configs" / "changed.yaml").write_text(yaml.safe_dump(data))
     assert main(["run", "configs/changed.yaml"]) == 0
     out = capsys.readouterr().out

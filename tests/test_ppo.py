@@ -10,8 +10,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
 from alignflow.demo.tokenizer import train_tokenizer
-from alignflow.rl.ppo_trainer import PPOSettings, PPOTrainer
+from alignflow.rl.ppo_trainer import PPOTrainer
 from alignflow.rl.rollout import rollout, sequence_scores
+from alignflow.schemas.config import PPOStageConfig
 
 TEXTS = ["指令：计算两个数的和\n输入：3, 4\n输出：7", "Input: apple\nOutput: elppa", "好评 差评 电影 餐饮"] * 20
 PROMPTS = ["指令：计算两个数的和\n输入：3, 4\n输出：", "Input: apple\nOutput:", "好", "指令：写这条评论的人满意吗？\n输入："]
@@ -80,11 +81,11 @@ def test_sequence_scores_read_the_last_real_token(tokenizer):
 
 def train(tokenizer, token_id: int, **overrides) -> list[dict[str, float]]:
     policy, reference, value = models(tokenizer)
-    settings = PPOSettings(**{"steps": 12, "batch_size": 32, "mini_batch_size": 16, "ppo_epochs": 2,
-                              "learning_rate": 1e-2, "kl_coef": 0.0, "max_new_tokens": 6, "temperature": 1.0,
-                              "missing_eos_penalty": None, "seed": 0, **overrides})
+    settings = PPOStageConfig(**{"max_steps": 12, "batch_size": 32, "mini_batch_size": 16, "ppo_epochs": 2,
+                                 "learning_rate": 1e-2, "kl_coef": 0.0, "max_new_tokens": 6, "temperature": 1.0,
+                                 "missing_eos_penalty": None, **overrides})
     history: list[dict[str, float]] = []
-    trainer = PPOTrainer(policy, reference, value, token_reward(token_id), tokenizer, PROMPTS, settings)
+    trainer = PPOTrainer(policy, reference, value, token_reward(token_id), tokenizer, PROMPTS, settings, seed=0)
     trainer.train(on_step=lambda step, metrics: history.append(metrics))
     return history
 
@@ -112,7 +113,7 @@ def test_a_large_kl_coefficient_keeps_the_policy_near_the_reference(tokenizer):
 def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tokenizer, tmp_path):
     """Rollouts are seeded by step, and a checkpoint holds weights, optimizer, step and KL
     coefficient: stopping after step 4 and resuming gives the uninterrupted run's steps 5 and 6."""
-    settings = {"steps": 6, "batch_size": 8, "mini_batch_size": 4, "learning_rate": 1e-2, "max_new_tokens": 4,
+    settings = {"max_steps": 6, "batch_size": 8, "mini_batch_size": 4, "learning_rate": 1e-2, "max_new_tokens": 4,
                 "missing_eos_penalty": None, "adaptive_kl": True, "kl_coef": 0.1, "target_kl": 1.0,
                 "kl_horizon": 10}
 
@@ -120,7 +121,7 @@ def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(tokenizer
         policy, reference, value = models(tokenizer)
         history: list[dict[str, float]] = []
         trainer = PPOTrainer(policy, reference, value, token_reward(common_token(tokenizer)), tokenizer, PROMPTS,
-                             PPOSettings(**{**settings, "steps": steps}))
+                             PPOStageConfig(**{**settings, "max_steps": steps}), seed=0)
         trainer.train(on_step=lambda step, metrics: history.append({"step": step, **metrics}),
                       checkpoints=checkpoints, save_steps=2)
         return history
@@ -144,7 +145,7 @@ def test_a_non_finite_reward_stops_ppo_with_the_shared_non_finite_error(tokenize
         return torch.full((response_ids.shape[0],), float("nan"))
 
     trainer = PPOTrainer(policy, reference, value, broken, tokenizer, PROMPTS,
-                         PPOSettings(steps=2, batch_size=4, mini_batch_size=2, max_new_tokens=4))
+                         PPOStageConfig(max_steps=2, batch_size=4, mini_batch_size=2, max_new_tokens=4), seed=0)
     with pytest.raises(NonFiniteLoss, match="at step 1"):
         trainer.train(checkpoints=tmp_path, save_steps=1)
     assert not any(tmp_path.glob("step-*")), "nothing is saved after a non-finite step"

@@ -60,8 +60,8 @@ def test_training_lowers_loss_and_model_round_trips(tokenizer, tmp_path):
     before = evaluate_loss(model, blocks[:16], 8)
     assert before == pytest.approx(math.log(len(tokenizer)), rel=0.1)
     logged = []
-    settings = LoopSettings(steps=40, batch_size=8, learning_rate=1e-2, warmup_steps=4, min_lr_ratio=0.1,
-                            weight_decay=0.0, grad_clip=1.0, log_every=10, seed=0)
+    settings = LoopSettings(max_steps=40, batch_size=8, learning_rate=1e-2, warmup_steps=4, min_lr_ratio=0.1,
+                            weight_decay=0.0, max_grad_norm=1.0, logging_steps=10, seed=0)
     train_causal_lm(model, blocks, settings, lambda step, metrics: logged.append(step))
     assert logged == [10, 20, 30, 40]
     after = evaluate_loss(model, blocks[:16], 8)
@@ -83,7 +83,7 @@ def test_non_finite_loss_stops_training(tokenizer):
                         num_key_value_heads=1, max_position_embeddings=64, dropout=0.0, seed=0)
     with torch.no_grad():
         model.model.embed_tokens.weight.fill_(float("nan"))
-    settings = LoopSettings(steps=3, batch_size=2, learning_rate=1e-3, warmup_steps=1, min_lr_ratio=0.1,
-                            weight_decay=0.0, grad_clip=1.0, log_every=1, seed=0)
+    settings = LoopSettings(max_steps=3, batch_size=2, learning_rate=1e-3, warmup_steps=1, min_lr_ratio=0.1,
+                            weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, seed=0)
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         train_causal_lm(model, blocks, settings, lambda *_: None)

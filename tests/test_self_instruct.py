@@ -228,8 +228,8 @@ def train_tiny_model(folder, *, steps: int, seed: int):
     blocks = pack_blocks([tokenizer(row["text"])["input_ids"] for row in rows], tokenizer.bos_token_id, 64)
     model = build_llama(tokenizer, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
                         num_key_value_heads=1, max_position_embeddings=256, dropout=0.0, seed=seed)
-    settings = LoopSettings(steps=steps, batch_size=16, learning_rate=1e-2, warmup_steps=10, min_lr_ratio=0.1,
-                            weight_decay=0.0, grad_clip=1.0, log_every=steps, seed=seed)
+    settings = LoopSettings(max_steps=steps, batch_size=16, learning_rate=1e-2, warmup_steps=10, min_lr_ratio=0.1,
+                            weight_decay=0.0, max_grad_norm=1.0, logging_steps=steps, seed=seed)
     train_causal_lm(model, blocks, settings, lambda step, metrics: None)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

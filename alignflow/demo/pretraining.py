@@ -35,20 +35,20 @@ def cosine_lr(step: int, *, total_steps: int, warmup_steps: int, peak: float, mi
 
 @dataclass(frozen=True)
 class LoopSettings:
-    steps: int
+    max_steps: int
     batch_size: int
     learning_rate: float
     warmup_steps: int
     min_lr_ratio: float
     weight_decay: float
-    grad_clip: float
-    log_every: int
+    max_grad_norm: float
+    logging_steps: int
     seed: int
 
 
 def train_causal_lm(model: torch.nn.Module, blocks: torch.Tensor, settings: LoopSettings,
                     on_log: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
-    """Train on random rows of `blocks`; call on_log(step, metrics) every log_every steps.
+    """Train on random rows of `blocks`; call on_log(step, metrics) every logging_steps steps.
 
     Returns the final metrics (loss averaged over the last logging window, throughput).
     """
@@ -63,8 +63,8 @@ def train_causal_lm(model: torch.nn.Module, blocks: torch.Tensor, settings: Loop
     device = next(model.parameters()).device
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     metrics: dict[str, float] = {}
-    for step in range(settings.steps):
-        lr = cosine_lr(step, total_steps=settings.steps, warmup_steps=settings.warmup_steps,
+    for step in range(settings.max_steps):
+        lr = cosine_lr(step, total_steps=settings.max_steps, warmup_steps=settings.warmup_steps,
                        peak=settings.learning_rate, min_ratio=settings.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -75,13 +75,13 @@ def train_causal_lm(model: torch.nn.Module, blocks: torch.Tensor, settings: Loop
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
         optimizer.step()
         window_loss += loss.item()
         window_tokens += batch[:, :-1].numel()
         done = step + 1
-        if done % settings.log_every == 0 or done == settings.steps:
-            n = settings.log_every if done % settings.log_every == 0 else done % settings.log_every
+        if done % settings.logging_steps == 0 or done == settings.max_steps:
+            n = settings.logging_steps if done % settings.logging_steps == 0 else done % settings.logging_steps
             elapsed = time.perf_counter() - window_start
             metrics = {
                 "train_loss": window_loss / n,

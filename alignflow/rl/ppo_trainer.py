@@ -27,34 +27,8 @@ from alignflow.models import response_stop_ids
 from alignflow.rl import ppo_math as pm
 from alignflow.rl.rollout import RewardFunction, response_logprobs, response_values, rollout
 from alignflow.sampling import row_seeds
+from alignflow.schemas.config import PPOStageConfig
 from alignflow.training.stability import check_finite
-
-
-@dataclass(frozen=True)
-class PPOSettings:
-    steps: int = 50  # rollout + update rounds
-    batch_size: int = 16  # prompts per rollout
-    mini_batch_size: int = 8
-    ppo_epochs: int = 2  # passes over each rollout batch
-    learning_rate: float = 1e-5
-    kl_coef: float = 0.05  # beta of the per-token penalty -beta * (log pi - log pi_ref)
-    adaptive_kl: bool = False
-    target_kl: float = 6.0  # per sequence, for the adaptive controller
-    kl_horizon: int = 10000
-    kl_estimator: str = "k1"
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.1
-    whiten_advantages: bool = True
-    missing_eos_penalty: float | None = -1.0  # added to the score of a response that never ends
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_grad_norm: float = 1.0
-    use_cache: bool = True
-    seed: int = 0
 
 
 class PolicyAndValue(torch.nn.Module):
@@ -83,15 +57,17 @@ class PPOTrainer:
     """Policy (trained), reference (frozen), value model (trained), reward function (frozen)."""
 
     def __init__(self, policy, reference, value_model, reward: RewardFunction, tokenizer, prompts: Sequence[str],
-                 settings: PPOSettings, accelerator=None) -> None:
+                 settings: PPOStageConfig, seed: int, accelerator=None) -> None:
         self.policy, self.reference, self.value_model = policy, reference, value_model
         self.reward, self.tokenizer, self.prompts, self.settings = reward, tokenizer, list(prompts), settings
+        self.seed = seed
         for parameter in reference.parameters():
             parameter.requires_grad_(False)
         reference.eval()
         self.learner = PolicyAndValue(policy, value_model)
         self.parameters = [p for p in self.learner.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.learning_rate, eps=1e-5)
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.learning_rate, eps=1e-5,
+                                           weight_decay=settings.weight_decay)
         self.accelerator, self.world, self.rank = accelerator, 1, 0
         if accelerator is not None:
             self.learner, self.optimizer = accelerator.prepare(self.learner, self.optimizer)
@@ -105,19 +81,19 @@ class PPOTrainer:
     # -- one step ---------------------------------------------------------------------------------
 
     def next_prompts(self) -> list[str]:
-        rng = random.Random(self.settings.seed * 100_003 + self.state.step)
+        rng = random.Random(self.seed * 100_003 + self.state.step)
         return [self.prompts[rng.randrange(len(self.prompts))] for _ in range(self.settings.batch_size)]
 
     def step(self) -> dict[str, float]:
         s = self.settings
         prompts = self.next_prompts()
-        seeds = row_seeds(s.seed * 100_003 + self.state.step, 0, len(prompts))
+        seeds = row_seeds(self.seed * 100_003 + self.state.step, 0, len(prompts))
         mine = self.my_share(list(range(len(prompts))))
-        torch.manual_seed(s.seed * 100_003 + self.state.step)
+        torch.manual_seed(self.seed * 100_003 + self.state.step)
         started = time.perf_counter()
         batch, texts = rollout(self.policy, self.reference, self.value_model, self.reward, self.tokenizer,
                                [prompts[i] for i in mine], [seeds[i] for i in mine], max_new_tokens=s.max_new_tokens,
-                               temperature=s.temperature, top_p=s.top_p, use_cache=s.use_cache)
+                               temperature=s.temperature, top_p=s.top_p)
         if self.world > 1:
             batch, texts = self.gathered(batch, texts)
         rollout_seconds = time.perf_counter() - started
@@ -187,7 +163,7 @@ class PPOTrainer:
 
     def minibatches(self) -> list[list[int]]:
         order = list(range(self.settings.batch_size))
-        random.Random(self.settings.seed + 7 * self.state.step).shuffle(order)
+        random.Random(self.seed + 7 * self.state.step).shuffle(order)
         size = self.settings.mini_batch_size
         return [order[i:i + size] for i in range(0, len(order), size)]
 
@@ -246,13 +222,13 @@ class PPOTrainer:
 
     def train(self, on_step: Callable[[int, dict[str, float]], None] | None = None,
               checkpoints: Path | None = None, save_steps: int = 0) -> None:
-        """Run to `settings.steps`, resuming from the newest complete checkpoint under `checkpoints`."""
+        """Run to `settings.max_steps`, resuming from the newest complete checkpoint under `checkpoints`."""
         if checkpoints is not None:
             done = sorted((int(p.name.split("-")[1]), p) for p in checkpoints.glob("step-*")
                           if (p / "state.json").is_file())
             if done:
                 self.load(done[-1][1])
-        while self.state.step < self.settings.steps:
+        while self.state.step < self.settings.max_steps:
             metrics = self.step()
             check_finite(metrics["policy_loss"] + metrics["value_loss"], self.state.step, str(checkpoints))
             if on_step:

@@ -66,6 +66,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     args = getattr(trl, config_name)(
         output_dir=str(checkpoints), max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
         num_generations=settings.num_generations, learning_rate=settings.learning_rate, beta=settings.beta,
+        warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,
         logging_steps=settings.logging_steps, save_strategy="steps", save_steps=settings.save_steps,
         save_total_limit=2, seed=run.config.seed,
