@@ -1,8 +1,8 @@
 """One process of a launched stage job: `python -m alignflow.launched REQUEST.json` under torchrun or
 accelerate (see alignflow.launcher). Every rank imports the stage by its module and name and runs
-its function on the same request,
-so the trainers see one distributed job; rank 0 logs into the stage's MLflow run and writes the
-stage folder, the other ranks write into a scratch folder and a scratch MLflow store of the job."""
+its function on the same request, so the trainers see one distributed job; rank 0 logs into the
+stage's MLflow run and writes the stage folder, the other ranks write into a scratch folder and a
+scratch MLflow store of the job."""
 
 from __future__ import annotations
 

@@ -52,7 +52,6 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     from alignflow.training.win_rate import compare_policies
 
     transformers_logging.disable_progress_bar()
-    settings = cfg
     pairs = preferences.outputs
     base = sft.model
     placement = stage_placement(run.config)
@@ -66,23 +65,23 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     heldout_frame = read_table(pairs["pairs_heldout"])[columns]
     heldout = Dataset.from_pandas(heldout_frame, preserve_index=False) if len(heldout_frame) else None
     peft_config = None
-    if settings.method == "lora":
-        peft_config = PeftLoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha,
-                                     lora_dropout=settings.lora.dropout,
-                                     target_modules=settings.lora.target_modules, task_type="CAUSAL_LM")
+    if cfg.method == "lora":
+        peft_config = PeftLoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                     lora_dropout=cfg.lora.dropout,
+                                     target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
     checkpoints = checkpoint_dir(run.config, "dpo", run.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     metrics_callback = MlflowMetrics()
     args = DPOConfig(
-        output_dir=str(checkpoints), beta=settings.beta, loss_type=[settings.loss_type],
-        max_length=settings.max_length, max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay,
-        max_grad_norm=settings.max_grad_norm, logging_steps=settings.logging_steps,
-        eval_strategy="steps" if heldout is not None else "no", eval_steps=settings.eval_steps,
-        save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2, seed=run.config.seed,
-        **trainer_precision(placement, settings.gradient_checkpointing))
+        output_dir=str(checkpoints), beta=cfg.beta, loss_type=[cfg.loss_type],
+        max_length=cfg.max_length, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if heldout is not None else "no", eval_steps=cfg.eval_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=run.config.seed,
+        **trainer_precision(placement, cfg.gradient_checkpointing))
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout,
                          processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[metrics_callback, ProgressBar("dpo")])
@@ -94,7 +93,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
 
     out = run.out_dir
     model_dir = out / "model"
-    policy = trainer.model.merge_and_unload() if settings.method == "lora" else trainer.model
+    policy = trainer.model.merge_and_unload() if cfg.method == "lora" else trainer.model
     save_model(policy, tokenizer, model_dir)
     metrics = {"train_loss": float(result.training_loss), "train_pairs": len(train),
                "resumed_from_step": float(resume_step)}
@@ -106,7 +105,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
         reference = load_causal_lm(base, placement)
         log_models(reference=reference)
         duel, answers = compare_policies(policy, reference, tokenizer, eval_prompts,
-                                         max_new_tokens=settings.win_rate_max_new_tokens)
+                                         max_new_tokens=cfg.win_rate_max_new_tokens)
         answers.to_csv(out / "win_rate_answers.csv", index=False)
         mlflow.log_table(answers, artifact_file="win_rate_answers.json")
         metrics |= {"oracle_win_rate_vs_sft": duel.win_rate, "oracle_wins": duel.wins, "oracle_losses": duel.losses,
@@ -117,8 +116,8 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
               {"train": history.get("rewards/margins", []), "held out": history.get("eval_rewards/margins", [])})
     mlflow.log_artifact(str(out / "reward_margins.png"), artifact_path="plots")
     metrics = publish_model(run, model_dir, title="DPO policy", base_model=base, metrics=metrics,
-                            register=settings.register_model,
-                            summary=f"Direct preference optimisation ({settings.loss_type} loss, beta {settings.beta}) "
+                            register=cfg.register_model,
+                            summary=f"Direct preference optimisation ({cfg.loss_type} loss, beta {cfg.beta}) "
                             f"of the SFT model `{base}` on the pipeline's preference pairs; reference: the SFT model.")
     if "oracle_win_rate_vs_sft" in metrics:
         print(f"[dpo] oracle win rate vs SFT {metrics['oracle_win_rate_vs_sft']:.3f} "
