@@ -26,7 +26,7 @@ STAGES = {
                     "heldout_fraction": 0.25, "max_prompts": 12},
     "reward_model": {"max_steps": 1, "batch_size": 4, "logging_steps": 1, "eval_steps": 1},
     "dpo": {"max_steps": 1, "batch_size": 4, "logging_steps": 1, "eval_steps": 1, "win_rate_max_new_tokens": 4},
-    "ppo": {"steps": 1, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 4, "save_steps": 1,
+    "ppo": {"max_steps": 1, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 4, "save_steps": 1,
             "sample_every": 1},
     "grpo": {"max_steps": 1, "batch_size": 4, "num_generations": 2, "max_completion_length": 4, "logging_steps": 1},
     "rloo": {"max_steps": 1, "batch_size": 4, "num_generations": 2, "max_completion_length": 4, "logging_steps": 1},

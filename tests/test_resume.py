@@ -58,7 +58,7 @@ def test_a_killed_sft_run_resumes_from_its_last_checkpoint(training_project, tmp
 
 def test_a_killed_ppo_run_resumes_from_its_last_checkpoint(training_project, tmp_path, capsys):
     folder = training_project.folder
-    config = config_variant(training_project, "resume-ppo", "ppo", lambda ppo: ppo.update(steps=12, save_steps=3))
+    config = config_variant(training_project, "resume-ppo", "ppo", lambda ppo: ppo.update(max_steps=12, save_steps=3))
     checkpoints = folder / ".alignflow" / "checkpoints" / "ppo"
     shutil.rmtree(checkpoints, ignore_errors=True)
 
