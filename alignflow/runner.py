@@ -98,7 +98,10 @@ def active_stages(graph: Graph, config: PipelineConfig) -> list[PlannedStage]:
     """The configured stages in call order (a stage comes after what it reads). A configured stage
     whose upstream stage is not configured is an error naming both: leaving it out would run
     another pipeline than the one the file declares."""
-    recorder = record_graph(graph, config)
+    return _checked(record_graph(graph, config), config)
+
+
+def _checked(recorder: _Recorder, config: PipelineConfig) -> list[PlannedStage]:
     if recorder.problems:
         raise PipelineError("; ".join(recorder.problems) + " (add the missing section, or remove the stage that "
                             "needs it)")
@@ -130,7 +133,7 @@ def plan_pipeline(graph: Graph, config: PipelineConfig, *, only: str | None = No
                   refresh: tuple[str, ...] = ()) -> dict[str, PlannedStage]:
     """The stages a run computes or reads, by name, in call order, each with its mode."""
     recorder = record_graph(graph, config)
-    stages = active_stages(graph, config)
+    stages = _checked(recorder, config)
     names = [planned.stage.name for planned in stages]
     for option, name in [("--only", only), ("--from", from_stage), *[("--refresh", r) for r in refresh]]:
         if name is None:

@@ -102,7 +102,6 @@ class Stage:
     result: type[StageResult] = StageResult
     key: Callable[[Any, PipelineConfig], dict] = default_key
     loads_models: bool = False
-    description: str = ""
 
     def __call__(self, section: Any, *inputs: StageResult | None) -> Any:
         engine = ENGINE.get()
@@ -140,14 +139,13 @@ def import_stage(module: str, name: str) -> Stage:
 
 
 def stage(name: str, *, result: type[StageResult] = StageResult, key: Callable[[Any, PipelineConfig], dict] = default_key,
-          loads_models: bool = False, description: str = "") -> Callable[[Callable[..., StageOutput]], Stage]:
+          loads_models: bool = False) -> Callable[[Callable[..., StageOutput]], Stage]:
     """Make `fn(cfg, *inputs, run)` a pipeline stage whose result is a `result`; see the module docstring."""
 
     def wrap(fn: Callable[..., StageOutput]) -> Stage:
         parameters = list(inspect.signature(fn).parameters)
         if len(parameters) < 2 or parameters[-1] != "run":
             raise TypeError(f"stage {name}: {fn.__name__} must take (cfg, *inputs, run)")
-        return Stage(name=name, fn=fn, result=result, key=key, loads_models=loads_models,
-                     description=description or (inspect.getdoc(fn) or "").split("\n")[0])
+        return Stage(name=name, fn=fn, result=result, key=key, loads_models=loads_models)
 
     return wrap
