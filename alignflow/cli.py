@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from alignflow.environment import configure_environment
+from alignflow.pipeline.environment import configure_environment
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from alignflow.config import load_config
     from alignflow.flows.pipeline import pipeline_graph
-    from alignflow.preflight import check_pipeline
-    from alignflow.runner import active_stages
+    from alignflow.pipeline.config import load_config
+    from alignflow.pipeline.preflight import check_pipeline
+    from alignflow.pipeline.runner import active_stages
 
     config = load_config(args.config)
     names = [planned.stage.name for planned in active_stages(pipeline_graph, config)]
@@ -99,8 +99,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from alignflow.config import load_config
-    from alignflow.prefect_server import start_prefect_api
+    from alignflow.pipeline.config import load_config
+    from alignflow.pipeline.prefect_server import start_prefect_api
 
     config = load_config(args.config)  # fail fast, before a Prefect server starts
     server = start_prefect_api()
@@ -109,8 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipeline,
         pipeline_graph,
     )
-    from alignflow.preflight import check_pipeline
-    from alignflow.runner import plan_pipeline
+    from alignflow.pipeline.preflight import check_pipeline
+    from alignflow.pipeline.runner import plan_pipeline
 
     # Mistakes in the command or the config's files are one line here, before any flow run starts.
     plan_pipeline(pipeline_graph, config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
@@ -141,9 +141,9 @@ def format_summary(run) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from alignflow.config import load_config
-    from alignflow.runner import plan_pipeline
-    from alignflow.scheduling import (
+    from alignflow.pipeline.config import load_config
+    from alignflow.pipeline.runner import plan_pipeline
+    from alignflow.pipeline.scheduling import (
         SchedulingError,
         check_schedule,
         deployment_parameters,
@@ -170,9 +170,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
-    from alignflow.config import load_config
     from alignflow.flows.pipeline import pipeline_graph
-    from alignflow.runner import lookup, plan_pipeline, stage_key
+    from alignflow.pipeline.config import load_config
+    from alignflow.pipeline.runner import lookup, plan_pipeline, stage_key
 
     config = load_config(args.config)
     results: dict = {}
@@ -195,7 +195,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
 def store_uri(given: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the project's SQLite store (as `run` uses;
-    alignflow.tracking has the same default but importing it costs mlflow's import)."""
+    alignflow.tracking.runs has the same default but importing it costs mlflow's import)."""
     return given or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
 
 
@@ -217,7 +217,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_lineage(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from alignflow.lineage import LineageError, build_lineage, format_lineage
+    from alignflow.tracking.lineage import LineageError, build_lineage, format_lineage
 
     uri = store_uri(args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
@@ -253,7 +253,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              seed=args.seed, limit=args.limit, max_length=args.max_length, add_bos=args.add_bos,
                              embedder=args.embedder, heldout_percent=args.heldout_percent,
                              threads=args.threads)
-    from alignflow.models import resolve_placement
+    from alignflow.models.loading import resolve_placement
 
     model, tokenizer = load_model(args.model, resolve_placement(args.device, args.dtype))
     result = evaluate_model(model, tokenizer, tasks, settings, on_progress=lambda line: print(line, flush=True))

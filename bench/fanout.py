@@ -24,17 +24,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
 
-    from alignflow.environment import configure_environment
+    from alignflow.pipeline.environment import configure_environment
 
     folder = Path(tempfile.mkdtemp(prefix="alignflow-fanout-"))
     configure_environment(folder)
-    from alignflow.prefect_server import start_prefect_api
+    from alignflow.pipeline.prefect_server import start_prefect_api
 
     server = start_prefect_api()  # the CLI's temporary Prefect server, before prefect is imported
     if server is not None:
         server.wait_until_ready(120)
     from alignflow.demo.foreign import build_foreign_model, corpus_texts
-    from alignflow.fanout import batch_shards, fan_out
+    from alignflow.pipeline.fanout import batch_shards, fan_out
     from alignflow.schemas.config import ExecutionConfig
     from alignflow.tasks.preferences import sample_shard
 

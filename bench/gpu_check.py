@@ -65,7 +65,7 @@ def stage_runs(folder: Path) -> dict:
     client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("gpu-check")
     runs = client.search_runs([experiment.experiment_id])
-    return {r.data.tags["alignflow.stage"]: r for r in runs if "alignflow.stage" in r.data.tags}, client
+    return {r.data.tags["alignflow.pipeline.stage"]: r for r in runs if "alignflow.pipeline.stage" in r.data.tags}, client
 
 
 def main() -> int:
@@ -164,7 +164,7 @@ def launched_sft(args, config: dict, single_tps: float, n_params: int, processes
         return {"failed": f"the launched SFT run ({name}) failed (output above)"}
     runs, client = stage_runs(Path.cwd())
     latest = max((r for r in client.search_runs([client.get_experiment_by_name("gpu-check").experiment_id])
-                  if r.data.tags.get("alignflow.stage") == "sft"), key=lambda r: r.info.start_time)
+                  if r.data.tags.get("alignflow.pipeline.stage") == "sft"), key=lambda r: r.info.start_time)
     rates = [m.value for m in client.get_metric_history(latest.info.run_id, "tokens_per_second")][1:]
     total = statistics.median(rates) if rates else float("nan")  # rank 0 sees the gathered token count
     return {"processes": processes, "tokens_per_second": total, "tokens_per_second_per_process": total / processes,

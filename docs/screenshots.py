@@ -42,7 +42,7 @@ def first_computed_pipeline_run(client: MlflowClient, experiment_id: str):
 
 def stage_run(client: MlflowClient, experiment_id: str, parent_id: str, stage: str):
     return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-                              f"tags.`alignflow.stage` = '{stage}'")[0]
+                              f"tags.`alignflow.pipeline.stage` = '{stage}'")[0]
 
 
 def main() -> None:

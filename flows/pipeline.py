@@ -2,7 +2,7 @@
 flow, each a few stage calls whose arguments are the upstream results.
 
 A stage whose section is absent returns None and the stages reading it see None (an optional input),
-so one graph serves every config. `alignflow.runner` plans this graph (--only/--from/--refresh,
+so one graph serves every config. `alignflow.pipeline.runner` plans this graph (--only/--from/--refresh,
 `alignflow stages`) and runs it: every call becomes a cached Prefect task run, and stages whose
 inputs are ready run side by side (`execution.parallel_stages`): DPO beside reward model -> PPO.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from prefect import flow
 
-from alignflow.config import load_config
-from alignflow.runner import PipelineRun, run_pipeline
+from alignflow.pipeline.config import load_config
+from alignflow.pipeline.runner import PipelineRun, run_pipeline
 from alignflow.schemas.config import PipelineConfig
 from alignflow.tasks.build import build
 from alignflow.tasks.clean import clean

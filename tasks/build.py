@@ -11,7 +11,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from alignflow.caching import sha256_file
 from alignflow.data.instructions import TemplateSet, demo_family_rows, seed_rows, templated_rows
 from alignflow.data.loaders import read_records
 from alignflow.data.tables import (
@@ -21,9 +20,10 @@ from alignflow.data.tables import (
     validate_instructions,
     write_table,
 )
+from alignflow.pipeline.caching import sha256_file
+from alignflow.pipeline.stage import InstructionData, StageOutput, StageRun, stage
 from alignflow.schemas.config import BuildConfig, PipelineConfig
-from alignflow.stage import InstructionData, StageOutput, StageRun, stage
-from alignflow.tracking import log_table_input
+from alignflow.tracking.runs import log_table_input
 
 
 def file_digest(location: str) -> str:

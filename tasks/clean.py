@@ -15,7 +15,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from alignflow.caching import sha256_file
 from alignflow.data.cleaning import RULES, CleanResult, Filters, clean_table, load_blocklist_terms
 from alignflow.data.tables import (
     check_rejected_fraction,
@@ -28,10 +27,11 @@ from alignflow.data.tables import (
     validated,
     write_table,
 )
+from alignflow.pipeline.caching import sha256_file
+from alignflow.pipeline.stage import InstructionData, StageOutput, StageResult, StageRun, stage
 from alignflow.schemas.config import CleanConfig, PipelineConfig
 from alignflow.schemas.instruction import RejectedRow
-from alignflow.stage import InstructionData, StageOutput, StageResult, StageRun, stage
-from alignflow.tracking import log_table_input
+from alignflow.tracking.runs import log_table_input
 
 # (upstream stage, its output holding instruction rows), in priority order: on duplicates the
 # earlier source's row is kept, so human-written and templated rows win over generated ones.

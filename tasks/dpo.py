@@ -11,10 +11,10 @@ import mlflow
 
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
-from alignflow.model_card import publish_model
-from alignflow.plots import line_plot
+from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.config import DPOStageConfig
-from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.tracking.model_card import publish_model
+from alignflow.tracking.plots import line_plot
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
@@ -40,16 +40,16 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     from transformers.utils import logging as transformers_logging
     from trl import DPOConfig, DPOTrainer
 
-    from alignflow.models import (
+    from alignflow.evaluation.comparisons import compare_policies
+    from alignflow.models.loading import (
         load_causal_lm,
         load_tokenizer,
         save_model,
         stage_placement,
         trainer_precision,
     )
-    from alignflow.tracking import log_models, log_tokenizer_setup
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
-    from alignflow.training.win_rate import compare_policies
 
     transformers_logging.disable_progress_bar()
     pairs = preferences.outputs

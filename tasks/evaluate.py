@@ -19,10 +19,10 @@ import pandas as pd
 
 from alignflow.errors import DataError
 from alignflow.evaluation.spec import load_task, task_files_digest_inputs
-from alignflow.plots import accuracy_vs_k, heatmap
+from alignflow.pipeline.stage import EvalResults, ModelRef, StageOutput, StageResult, StageRun, stage
 from alignflow.schemas.config import EvaluateConfig, PipelineConfig
-from alignflow.stage import EvalResults, ModelRef, StageOutput, StageResult, StageRun, stage
-from alignflow.tracking import log_table_input
+from alignflow.tracking.plots import accuracy_vs_k, heatmap
+from alignflow.tracking.runs import log_table_input
 
 MODEL_STAGES = ("pretrain", "sft", "dpo", "ppo", "grpo", "rloo")
 
@@ -98,8 +98,8 @@ def evaluate(cfg: EvaluateConfig, pretrain: ModelRef, sft: ModelRef | None = Non
              run: StageRun) -> StageOutput:
     """Few-shot sweep (tasks x k) of every model; results table, curves, heatmap."""
     from alignflow.evaluation.sweep import evaluate_model, format_summary, load_model, load_tasks
-    from alignflow.models import stage_placement
-    from alignflow.tracking import log_models
+    from alignflow.models.loading import stage_placement
+    from alignflow.tracking.runs import log_models
 
     settings, out = cfg, run.out_dir
     held_out = heldout_percent(run.config)

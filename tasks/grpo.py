@@ -1,11 +1,11 @@
 """Stage `grpo`: GRPO (TRL) against the reward model, compared with PPO on the same footing
-(alignflow.training.group_rl)."""
+(alignflow.rl.group_rl)."""
 
 from __future__ import annotations
 
+from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.rl.group_rl import train_group_rl
 from alignflow.schemas.config import GroupRLStageConfig
-from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
-from alignflow.training.group_rl import train_group_rl
 
 
 @stage("grpo", result=ModelRef, loads_models=True)

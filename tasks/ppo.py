@@ -17,10 +17,10 @@ import pandas as pd
 
 from alignflow.data.tables import read_table
 from alignflow.errors import ConfigError, DataError
-from alignflow.model_card import publish_model
-from alignflow.plots import line_plot
+from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.config import PPOStageConfig
-from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.tracking.model_card import publish_model
+from alignflow.tracking.plots import line_plot
 from alignflow.training.checkpoints import carry_over_metrics, checkpoint_dir, remove_checkpoints
 
 
@@ -50,7 +50,8 @@ def launched_accelerator(settings: PPOStageConfig, placement):
 def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, preferences: PreferenceData,
               run: StageRun) -> StageOutput:
     """PPO against the reward model with a per-token KL penalty to the SFT policy."""
-    from alignflow.models import (
+    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison
+    from alignflow.models.loading import (
         load_causal_lm,
         load_reward_model,
         load_tokenizer,
@@ -58,11 +59,9 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
         stage_placement,
     )
     from alignflow.progress import StepProgress
-    from alignflow.rl.heldout import held_out_comparison
     from alignflow.rl.ppo_trainer import PPOTrainer
     from alignflow.rl.rollout import sequence_scores
-    from alignflow.tracking import log_models, log_tokenizer_setup
-    from alignflow.training.win_rate import compare_policies
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup
 
     settings = cfg
     sft_path, reward_path = sft.model, reward_model.model

@@ -24,10 +24,10 @@ from prefect.cache_policies import NO_CACHE
 from alignflow.data import preferences as prefs
 from alignflow.data.tables import check_rejected_fraction, read_table, rejects, write_table
 from alignflow.errors import DataError
-from alignflow.fanout import batch_shards, fan_out
+from alignflow.pipeline.fanout import batch_shards, fan_out
+from alignflow.pipeline.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.config import PipelineConfig, PreferencesConfig
-from alignflow.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
-from alignflow.tracking import log_table_input
+from alignflow.tracking.runs import log_table_input
 
 
 def preferences_key(settings: PreferencesConfig, config: PipelineConfig) -> dict:
@@ -70,9 +70,9 @@ def sample_shard(policy_path: str, device: str, dtype: str, prompts: list[str], 
                  settings: dict) -> list:
     """K responses for each prompt of one shard, in a task-runner worker: rows `first_index`... of the
     whole prompt list, with the per-row seeds one process would use."""
-    from alignflow.environment import configure_environment
-    from alignflow.models import load_causal_lm, load_tokenizer, resolve_placement
-    from alignflow.sampling import generate_responses
+    from alignflow.models.generation import generate_responses
+    from alignflow.models.loading import load_causal_lm, load_tokenizer, resolve_placement
+    from alignflow.pipeline.environment import configure_environment
 
     configure_environment()
     model = load_causal_lm(policy_path, resolve_placement(device, dtype))
@@ -84,10 +84,10 @@ def sample_shard(policy_path: str, device: str, dtype: str, prompts: list[str], 
 
 def sampled_rankings(run: StageRun, policy_path: str, rows: pd.DataFrame, prompts: list[str]) -> list[dict]:
     """K responses per prompt from the SFT model, scored by the oracle or the judge."""
-    from alignflow.annotation import judge_scores
-    from alignflow.models import load_causal_lm, load_tokenizer, stage_placement
-    from alignflow.sampling import generate_responses
-    from alignflow.tracking import log_models
+    from alignflow.data.annotation import judge_scores
+    from alignflow.models.generation import generate_responses
+    from alignflow.models.loading import load_causal_lm, load_tokenizer, stage_placement
+    from alignflow.tracking.runs import log_models
 
     settings: PreferencesConfig = run.section
     placement = stage_placement(run.config)
@@ -129,8 +129,8 @@ def sampled_rankings(run: StageRun, policy_path: str, rows: pd.DataFrame, prompt
 @stage("preferences", result=PreferenceData, key=preferences_key, loads_models=True)
 def build_preferences(cfg: PreferencesConfig, sft: ModelRef, validate: InstructionData, run: StageRun) -> StageOutput:
     """Sample K responses per prompt from the SFT model, annotate, and build preference pairs."""
-    from alignflow.models import load_tokenizer
-    from alignflow.tracking import log_tokenizer_setup
+    from alignflow.models.loading import load_tokenizer
+    from alignflow.tracking.runs import log_tokenizer_setup
     from alignflow.training.sft_data import prompt_template, prompt_text
 
     settings, seed, out = cfg, run.config.seed, run.out_dir

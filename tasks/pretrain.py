@@ -13,12 +13,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from alignflow.caching import folder_fingerprint
-from alignflow.plots import line_plot
+from alignflow.pipeline.caching import folder_fingerprint
+from alignflow.pipeline.stage import ModelRef, StageOutput, StageRun, stage
 from alignflow.progress import StepProgress
 from alignflow.schemas.config import BaseModelSource, PipelineConfig
-from alignflow.stage import ModelRef, StageOutput, StageRun, stage
-from alignflow.tracking import log_table_input
+from alignflow.tracking.plots import line_plot
+from alignflow.tracking.runs import log_table_input
 
 
 def pretrain_key(source: BaseModelSource, config: PipelineConfig) -> dict:
@@ -45,8 +45,8 @@ def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
     from alignflow.demo.model import build_llama
     from alignflow.demo.pretraining import LoopSettings, evaluate_loss, pack_blocks, train_causal_lm
     from alignflow.demo.tokenizer import train_tokenizer
-    from alignflow.models import stage_placement
-    from alignflow.tracking import log_models
+    from alignflow.models.loading import stage_placement
+    from alignflow.tracking.runs import log_models
 
     settings, seed = config.stages.pretrain, config.seed
     corpus_cfg, train_cfg = settings.corpus, settings.training
@@ -102,7 +102,7 @@ def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
 def reference_base_model(name_or_path: str, out_dir: Path) -> StageOutput:
     """Check that a hub id or local folder holds a causal LM (weights' headers, config, tokenizer)
     without loading its weights; record it."""
-    from alignflow.models import check_causal_lm
+    from alignflow.models.loading import check_causal_lm
 
     record = check_causal_lm(name_or_path)
     (out_dir / "base_model.json").write_text(json.dumps(record, indent=1))

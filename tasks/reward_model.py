@@ -12,10 +12,10 @@ import numpy as np
 
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
-from alignflow.model_card import publish_model
-from alignflow.plots import histogram, line_plot
+from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.config import RewardModelConfig
-from alignflow.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.tracking.model_card import publish_model
+from alignflow.tracking.plots import histogram, line_plot
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
@@ -40,8 +40,13 @@ def train_reward_model(cfg: RewardModelConfig, sft: ModelRef, preferences: Prefe
     from transformers.utils import logging as transformers_logging
     from trl import RewardConfig, RewardTrainer
 
-    from alignflow.models import reward_model_and_tokenizer, save_model, stage_placement, trainer_precision
-    from alignflow.tracking import log_models, log_tokenizer_setup
+    from alignflow.models.loading import (
+        reward_model_and_tokenizer,
+        save_model,
+        stage_placement,
+        trainer_precision,
+    )
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.reward import pair_accuracy, score_texts
 

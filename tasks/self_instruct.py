@@ -22,7 +22,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from alignflow.caching import folder_fingerprint
 from alignflow.data.self_instruct import (
     RULES,
     InstructionPool,
@@ -43,10 +42,11 @@ from alignflow.data.tables import (
     validate_instructions,
     write_table,
 )
+from alignflow.pipeline.caching import folder_fingerprint
+from alignflow.pipeline.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
 from alignflow.progress import StepProgress
 from alignflow.schemas.config import PipelineConfig, SelfInstructConfig
-from alignflow.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
-from alignflow.tracking import log_table_input
+from alignflow.tracking.runs import log_table_input
 
 STAGE_NAME = "self_instruct"
 CANDIDATES_FILE = "candidates.parquet"
@@ -215,8 +215,8 @@ def count_metrics(candidates: list[Candidate], rounds: int, pool: InstructionPoo
 def load_writers(generator: str, teacher: str | None, settings: SelfInstructConfig, placement=None) -> Writers:
     """The generator writes instructions and inputs; the teacher, when set, writes the outputs."""
     # torch/transformers load here, not at import: a fully cached run never pays for them.
-    from alignflow.generation import LineWriter, SamplingSettings
-    from alignflow.tracking import log_models
+    from alignflow.models.generation import LineWriter, SamplingSettings
+    from alignflow.tracking.runs import log_models
 
     sampling = SamplingSettings(settings.temperature, settings.top_p, settings.max_new_tokens)
     generator_model = LineWriter(generator, placement)
@@ -224,7 +224,7 @@ def load_writers(generator: str, teacher: str | None, settings: SelfInstructConf
     log_models(generator=generator_model.model, **({"teacher": output_model.model} if teacher else {}))
 
     def complete_with(model: LineWriter) -> Writer:
-        return lambda prompts, seed: model.complete(prompts, sampling, seed)
+        return lambda prompts, seed: [Line(r.text, r.finished) for r in model.complete(prompts, sampling, seed)]
 
     return Writers(complete_with(generator_model), complete_with(generator_model), complete_with(output_model))
 
@@ -240,7 +240,7 @@ def self_instruct(cfg: SelfInstructConfig, pretrain: ModelRef, build: Instructio
     log_table_input(pool_frame, pool_path, "build-instructions", context="input")
 
     generator = settings.generator or pretrain.model
-    from alignflow.models import stage_placement
+    from alignflow.models.loading import stage_placement
 
     writers = load_writers(generator, settings.teacher, settings, stage_placement(run.config))
     started = time.perf_counter()

@@ -20,11 +20,11 @@ import pandas as pd
 
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
-from alignflow.model_card import publish_model
-from alignflow.models import Placement, resolve_placement, trainer_precision
-from alignflow.plots import line_plot
+from alignflow.models.loading import Placement, resolve_placement, trainer_precision
+from alignflow.pipeline.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
 from alignflow.schemas.config import SFTStageConfig
-from alignflow.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
+from alignflow.tracking.model_card import publish_model
+from alignflow.tracking.plots import line_plot
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
@@ -141,8 +141,8 @@ def train_sft(cfg: SFTStageConfig, pretrain: ModelRef, validate: InstructionData
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
-    from alignflow.models import load_causal_lm, load_tokenizer, save_model, stage_placement
-    from alignflow.tracking import log_models, log_tokenizer_setup
+    from alignflow.models.loading import load_causal_lm, load_tokenizer, save_model, stage_placement
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.curriculum import CurriculumSampler
     from alignflow.training.sft_trainer import AlignflowSFTTrainer

@@ -22,10 +22,10 @@ from alignflow.data.tables import (
     write_table,
 )
 from alignflow.errors import DataError
-from alignflow.plots import count_panels
+from alignflow.pipeline.stage import InstructionData, StageOutput, StageResult, StageRun, stage
 from alignflow.schemas.config import ValidateConfig
-from alignflow.stage import InstructionData, StageOutput, StageResult, StageRun, stage
-from alignflow.tracking import log_table_input
+from alignflow.tracking.plots import count_panels
+from alignflow.tracking.runs import log_table_input
 
 DATA_STAGES = ("build", "self_instruct", "clean")
 

@@ -15,7 +15,7 @@ os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 
-from alignflow.environment import configure_environment  # noqa: E402
+from alignflow.pipeline.environment import configure_environment  # noqa: E402
 
 configure_environment(_SESSION_HOME)
 # Imported now, so that `alignflow` commands run inside this process use Prefect's own temporary

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
-from alignflow.models import load_causal_lm, load_tokenizer, resolve_placement, save_model
+from alignflow.models.loading import load_causal_lm, load_tokenizer, resolve_placement, save_model
 
 out = Path(sys.argv[1])
 dist.init_process_group("gloo")

@@ -141,7 +141,7 @@ def stage_statuses(output: str) -> dict[str, str]:
 
 def stage_runs(folder: Path, stage: str, experiment: str = "smoke"):
     """Every MLflow run of `stage` in a project folder's experiment, oldest first."""
-    from alignflow.tracking import TAG_STAGE
+    from alignflow.tracking.runs import TAG_STAGE
 
     store = project_store(folder)
     found = store.get_experiment_by_name(experiment)
@@ -180,7 +180,7 @@ def instruction_row(id: str = "r1", instruction: str = "判断下面评论的情
 
 def stage_result(stage: str, outputs: dict[str, str], digest: str = "digest", run_id: str = "run", kind=None):
     """A hand-made upstream result (a StageResult, or `kind` of one), as a stage function receives it."""
-    from alignflow.stage import StageResult
+    from alignflow.pipeline.stage import StageResult
 
     return (kind or StageResult)(stage=stage, cache_key=f"{stage}-key", out_dir="", outputs=outputs, digest=digest,
                        mlflow_run_id=run_id)

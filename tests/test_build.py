@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from helpers import REPO
 
-from alignflow.config import parse_config
 from alignflow.data.instructions import TemplateSet, basic_messages, templated_rows
 from alignflow.data.loaders import read_csv, read_jsonl, read_records
 from alignflow.data.tables import check_rejected_fraction, rejects
+from alignflow.pipeline.config import parse_config
 from alignflow.schemas.instruction import INSTRUCTION_COLUMNS
 from alignflow.tasks.build import collect_rows
 from alignflow.tasks.validate import data_card, split_by_task

@@ -1,6 +1,12 @@
 import json
 
-from alignflow.caching import code_digest, module_closure, stage_cache_key, verify_manifest, write_manifest
+from alignflow.pipeline.caching import (
+    code_digest,
+    module_closure,
+    stage_cache_key,
+    verify_manifest,
+    write_manifest,
+)
 
 
 def key(**overrides):
@@ -20,8 +26,8 @@ def test_key_changes_with_each_ingredient_only():
 
 
 def test_code_digest_follows_module_source():
-    assert code_digest(("alignflow.caching",)) == code_digest(("alignflow.caching",))
-    assert code_digest(("alignflow.caching",)) != code_digest(("alignflow.config",))
+    assert code_digest(("alignflow.pipeline.caching",)) == code_digest(("alignflow.pipeline.caching",))
+    assert code_digest(("alignflow.pipeline.caching",)) != code_digest(("alignflow.pipeline.config",))
 
 
 def test_manifest_detects_missing_resized_and_altered_files(tmp_path):
@@ -95,9 +101,9 @@ def test_stage_code_is_what_the_stage_imports():
 
     modules = train_ppo.modules
     # PPO's headline metrics and its maths are part of its key; the orchestration is not
-    assert {"alignflow.tasks.ppo", "alignflow.rl.heldout", "alignflow.rl.ppo_math", "alignflow.models"} <= set(modules)
-    assert not {"alignflow.runner", "alignflow.cli", "alignflow.tasks"} & set(modules)
-    assert "alignflow.rl.heldout" not in train_sft.modules  # SFT does not recompute when PPO's code changes
+    assert {"alignflow.tasks.ppo", "alignflow.evaluation.comparisons", "alignflow.rl.ppo_math", "alignflow.models.loading"} <= set(modules)
+    assert not {"alignflow.pipeline.runner", "alignflow.cli", "alignflow.tasks"} & set(modules)
+    assert "alignflow.evaluation.comparisons" not in train_sft.modules  # SFT does not recompute when PPO's code changes
 
 
 def test_model_cards_are_listed_but_not_part_of_the_digest(tmp_path):

@@ -15,12 +15,12 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from alignflow.data.tables import read_table, write_table
-from alignflow.runner import call_stage, run_pipeline
+from alignflow.pipeline.runner import call_stage, run_pipeline
+from alignflow.pipeline.stage import InstructionData, StageOutput, StageRun, stage
 from alignflow.schemas.config import PipelineConfig
 from alignflow.schemas.instruction import INSTRUCTION_COLUMNS, InstructionRow, RejectedRow
-from alignflow.stage import InstructionData, StageOutput, StageRun, stage
 from alignflow.tasks.clean import clean
-from alignflow.tracking import setup_tracking
+from alignflow.tracking.runs import setup_tracking
 
 LONG = ("请把下面这段关于城市交通的长评论压缩成一句话，保留主要观点：地铁线路越来越多，高峰时段依旧拥挤，"
         "公交专用道让通勤更准时，但是换乘距离太远，老人和带孩子的家长很不方便。")

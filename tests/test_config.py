@@ -4,7 +4,7 @@ import pytest
 from helpers import REPO
 
 from alignflow.cli import main
-from alignflow.config import ConfigError, load_config, parse_config
+from alignflow.pipeline.config import ConfigError, load_config, parse_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

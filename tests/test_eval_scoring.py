@@ -12,11 +12,11 @@ from alignflow.evaluation.scoring import (
     common_prefix_length,
     encode_pair,
     encode_pairs,
-    generate_greedy,
     score_requests,
     truncate_left,
 )
 from alignflow.evaluation.sweep import torch_threads
+from alignflow.models.generation import generate_greedy
 
 LINES = ["Input: the movie was great\nOutput: positive\n\n", "输入：apple\n输出：苹果\n\n",
          "Input: 3, 4\nOutput: 7\n\n", "Input: cat\nOutput: tac\n\n"] * 20
@@ -107,8 +107,8 @@ def test_common_prefix_and_left_truncation():
 
 def test_generate_greedy_stops_at_the_stop_string(tiny):
     model, tokenizer = tiny
-    texts = generate_greedy(model, tokenizer, ["Input: cat\nOutput:", "输入：apple\n输出："], until=["\n"],
-                            max_new_tokens=6)
+    contexts = [tokenizer.encode(c) for c in ["Input: cat\nOutput:", "输入：apple\n输出："]]
+    texts = generate_greedy(model, tokenizer, contexts, until=["\n"], max_new_tokens=6)
     assert len(texts) == 2 and all("\n" not in t for t in texts)
-    long = generate_greedy(model, tokenizer, ["Input: cat\nOutput:"], until=[], max_new_tokens=3)
+    long = generate_greedy(model, tokenizer, contexts[:1], until=[], max_new_tokens=3)
     assert len(tokenizer.encode(long[0])) <= 3 + 1

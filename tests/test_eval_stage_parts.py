@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import stage_result
 
-from alignflow.config import ConfigError, parse_config, section_digest
+from alignflow.pipeline.config import ConfigError, parse_config, section_digest
 from alignflow.tasks.evaluate import category_means, evaluate, models_to_evaluate, task_paths
 
 

@@ -15,7 +15,7 @@ import yaml
 from helpers import REPO, make_project, run_in_this_process, stage_statuses
 
 from alignflow.demo.foreign import build_foreign_model, corpus_texts
-from alignflow.fanout import batch_shards
+from alignflow.pipeline.fanout import batch_shards
 
 SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text(encoding="utf-8"))["stages"]
 STAGES = {

@@ -13,7 +13,7 @@ import yaml
 from helpers import REPO, make_project, project_store, run_cli, run_in_this_process, stage_statuses
 
 from alignflow.demo.foreign import KINDS, build_foreign_model, corpus_texts
-from alignflow.models import DEFAULT_CHAT_TEMPLATE, load_tokenizer, stop_token_ids
+from alignflow.models.loading import DEFAULT_CHAT_TEMPLATE, load_tokenizer, stop_token_ids
 
 SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text(encoding="utf-8"))["stages"]
 # Every stage after pretrain, at the smallest size that still trains, samples and scores.
@@ -65,7 +65,7 @@ def stage_params(folder: Path, name: str) -> dict[str, dict[str, str]]:
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    return {r.data.tags["alignflow.stage"]: {**r.data.params, "cache_key": r.data.tags["alignflow.cache_key"]}
+    return {r.data.tags["alignflow.pipeline.stage"]: {**r.data.params, "cache_key": r.data.tags["alignflow.cache_key"]}
             for r in children}
 
 

@@ -15,7 +15,7 @@ from helpers import make_project
 from safetensors.torch import load_file
 
 from alignflow.demo.foreign import build_foreign_model, corpus_texts
-from alignflow.prefect_server import free_port
+from alignflow.pipeline.prefect_server import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from alignflow.caching import imported_names as imports
+from alignflow.pipeline.caching import imported_names as imports
 
 REPO = Path(__file__).resolve().parents[1]
 # The entry points that run or serve the pipeline: they must know its stages and flow.
-ENTRY_POINTS = {"alignflow.cli", "alignflow.launched", "alignflow.scheduling"}
+ENTRY_POINTS = {"alignflow.cli", "alignflow.pipeline.launched", "alignflow.pipeline.scheduling"}
 
 
 def module_name(path: Path, root: Path, package: str) -> str:
@@ -57,3 +57,21 @@ def test_a_stage_imports_no_other_stage(path):
 def test_the_checker_sees_a_relative_import_inside_a_function(tmp_path):
     (tmp_path / "stage.py").write_text("def run():\n    from ..tasks import sft\n")
     assert "alignflow.tasks.sft" in imports(tmp_path / "stage.py", "alignflow.training.stage")
+
+
+# What may stand at alignflow/'s top level: the command line and the leaf helpers every folder uses.
+TOP_LEVEL = {"__init__", "cli", "errors", "distributed", "progress"}
+
+
+def test_the_library_is_grouped_in_folders():
+    loose = {p.stem for p in (REPO / "alignflow").glob("*.py")} - TOP_LEVEL
+    folders = {p.name for p in (REPO / "alignflow").iterdir() if (p / "__init__.py").is_file()}
+    assert loose == set()
+    assert folders == {"pipeline", "tracking", "models", "data", "training", "rl", "evaluation", "demo"}
+
+
+def test_text_is_generated_in_one_module():
+    """Every `.generate(` call of the library and the stages sits in alignflow.models.generation."""
+    sources = [*(REPO / "alignflow").rglob("*.py"), *(REPO / "tasks").glob("*.py"), *(REPO / "flows").glob("*.py")]
+    callers = {p.relative_to(REPO).as_posix() for p in sources if ".generate(" in p.read_text()}
+    assert callers == {"alignflow/models/generation.py"}

@@ -9,7 +9,7 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from helpers import REPO
 
-from alignflow.launcher import job_processes, launch_command
+from alignflow.pipeline.launcher import job_processes, launch_command
 from alignflow.schemas.config import PipelineConfig
 
 EXAMPLES = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
@@ -26,7 +26,7 @@ def test_cpu_jobs_are_torchrun_per_machine_and_gpu_jobs_accelerate_over_all_mach
     gpu = launch_command(config(num_processes=4, num_machines=2), tmp_path / "r.json", on_gpu=True)
     assert gpu[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in gpu
     assert gpu[gpu.index("--num_processes") + 1] == "8" and gpu[gpu.index("--num_machines") + 1] == "2"
-    assert gpu[-3:] == ["-m", "alignflow.launched", str(tmp_path / "r.json")]
+    assert gpu[-3:] == ["-m", "alignflow.pipeline.launched", str(tmp_path / "r.json")]
     one = launch_command(config(num_processes=1), tmp_path / "r.json", on_gpu=True)
     assert "--multi_gpu" not in one
     assert job_processes(config(num_processes=4, num_machines=2)) == 8

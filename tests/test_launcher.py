@@ -114,7 +114,7 @@ def test_two_processes_train_sft_and_dpo_as_one_with_the_same_global_batch(proje
     experiment = client.get_experiment_by_name("launcher")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [(r.data.tags["mlflow.parentRunId"], r.data.tags["alignflow.stage"]) for r in runs
+    children = [(r.data.tags["mlflow.parentRunId"], r.data.tags["alignflow.pipeline.stage"]) for r in runs
                 if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) >= 3 and len(children) == len(set(children)), "one run per stage and pipeline run"
     assert len(runs) == len(parents) + len(children)

@@ -22,7 +22,7 @@ import yaml
 from helpers import make_project, run_cli
 from mlflow.tracking import MlflowClient
 
-from alignflow.tracking import TAG_STAGE
+from alignflow.tracking.runs import TAG_STAGE
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from helpers import run_cli, run_in_this_process
 from mlflow.tracking import MlflowClient
 
 from alignflow.cli import main
-from alignflow.lineage import parse_upstream
+from alignflow.tracking.lineage import parse_upstream
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def children(client: MlflowClient, parent_run_id: str) -> dict[str, object]:
     """Stage name -> child run of a pipeline run."""
     parent = client.get_run(parent_run_id)
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    return {run.data.tags["alignflow.stage"]: run for run in runs}
+    return {run.data.tags["alignflow.pipeline.stage"]: run for run in runs}
 
 
 def read_json_artifact(client: MlflowClient, run_id: str, path: str, folder: Path):
@@ -62,7 +62,7 @@ def test_lineage_of_the_evaluate_run_reaches_every_upstream_run(training_project
                 todo.append(run_id)
     assert len(upstream) >= 10
     for run_id in upstream:
-        assert f"\n{store.get_run(run_id).data.tags['alignflow.stage']} " in result.stdout
+        assert f"\n{store.get_run(run_id).data.tags['alignflow.pipeline.stage']} " in result.stdout
         assert f"run {run_id}" in result.stdout
     assert "stage evaluate" in result.stdout.splitlines()[0]
     assert "sft.recognition.k0=" in result.stdout  # the evaluation's accuracies

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alignflow.errors import ModelLoadError
-from alignflow.models import local_model_problem, resolve_placement, trainer_precision
+from alignflow.models.loading import local_model_problem, resolve_placement, trainer_precision
 
 
 def test_auto_on_a_cpu_is_float32_and_an_explicit_dtype_is_kept():
@@ -28,7 +28,7 @@ def test_auto_on_a_cpu_is_float32_and_an_explicit_dtype_is_kept():
 
 
 def test_float16_trains_float32_weights_with_mixed_precision():
-    from alignflow.models import Placement
+    from alignflow.models.loading import Placement
 
     placement = Placement("cuda:0", "float16")
     assert placement.train_dtype == "float32"
@@ -47,8 +47,8 @@ def test_local_paths_and_hub_ids(tmp_path):
 def test_editing_a_chat_template_file_changes_the_keys_of_model_stages(tmp_path):
     from helpers import stage_result
 
-    from alignflow.config import parse_config
-    from alignflow.runner import stage_key
+    from alignflow.pipeline.config import parse_config
+    from alignflow.pipeline.runner import stage_key
     from alignflow.tasks.sft import train_sft
 
     template = tmp_path / "chat.jinja"

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from helpers import config_variant, project_store, run_cli, stage_statuses
 
-from alignflow.tracking import TAG_STAGE
+from alignflow.tracking.runs import TAG_STAGE
 
 pytestmark = pytest.mark.slow
 

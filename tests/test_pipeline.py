@@ -15,12 +15,18 @@ from pydantic import BaseModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignflow.cli import main
-from alignflow.config import load_config
 from alignflow.flows.pipeline import data_flow, evaluation_flow, training_flow
-from alignflow.runner import PipelineError, plan_pipeline, run_pipeline
-from alignflow.stage import ModelRef, StageOutput, StageRun, stage
+from alignflow.pipeline.config import load_config
+from alignflow.pipeline.runner import PipelineError, plan_pipeline, run_pipeline
+from alignflow.pipeline.stage import ModelRef, StageOutput, StageRun, stage
 from alignflow.tasks.pretrain import pretrain
-from alignflow.tracking import TAG_CACHE_KEY, TAG_CACHED_FROM, TAG_STAGE, TAG_UPSTREAM, default_tracking_uri
+from alignflow.tracking.runs import (
+    TAG_CACHE_KEY,
+    TAG_CACHED_FROM,
+    TAG_STAGE,
+    TAG_UPSTREAM,
+    default_tracking_uri,
+)
 
 pytestmark = pytest.mark.slow
 SMOKE = "configs/smoke.yaml"

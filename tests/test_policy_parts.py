@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-from alignflow.annotation import judge_scores
+from alignflow.data.annotation import judge_scores
 from alignflow.demo.tokenizer import train_tokenizer
-from alignflow.sampling import generate_responses
+from alignflow.evaluation.comparisons import head_to_head
+from alignflow.models.generation import generate_responses
 from alignflow.training.reward import pair_accuracy, score_texts
-from alignflow.training.win_rate import head_to_head
 
 TEXTS = ["指令：计算两个数的和\n输入：3, 4\n输出：7", "Input: apple\nOutput: elppa", "这个回答正确吗？答：是否"] * 20
 
@@ -105,7 +105,7 @@ def test_a_sampled_response_does_not_depend_on_its_batch_or_shard(policy, tokeni
 
 
 def test_seeded_sampling_draws_from_the_tempered_nucleus_distribution():
-    from alignflow.sampling import SeededSampling
+    from alignflow.models.generation import SeededSampling
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     draws = torch.tensor([int(SeededSampling([seed], 1.0, 1.0, "cpu")(None, logits).argmax()) for seed in range(4000)])

@@ -69,9 +69,9 @@ def test_report_renders_in_chromium(report, browser, training_project):
     stages = client.search_runs([parent.info.experiment_id],
                                 f"tags.mlflow.parentRunId = '{training_project.parent_run_id}'")
     for run in stages:
-        assert page.locator(f"#stage-{run.data.tags['alignflow.stage']}").count() == 1
+        assert page.locator(f"#stage-{run.data.tags['alignflow.pipeline.stage']}").count() == 1
         assert run.info.run_id in text
-    evaluate = next(r for r in stages if r.data.tags["alignflow.stage"] == "evaluate")
+    evaluate = next(r for r in stages if r.data.tags["alignflow.pipeline.stage"] == "evaluate")
     records = Path(client.download_artifacts(evaluate.info.run_id, "samples/sft.jsonl", str(path.parent)))
     record = json.loads(records.read_text(encoding="utf-8").splitlines()[0])
     assert record["target"] in text and record["input"] in text  # Chinese survives, per-sample records shown

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from alignflow.lineage import (
+from alignflow.tracking.lineage import (
     LineageError,
     build_lineage,
     format_lineage,
     headline_metrics,
     parse_upstream,
 )
-from alignflow.lineage_picture import depths, lineage_svg
-from alignflow.report import StageSection, Table, html_table, render_report
+from alignflow.tracking.lineage_picture import depths, lineage_svg
+from alignflow.tracking.report import StageSection, Table, html_table, render_report
 
 
 def test_parse_upstream():
@@ -37,7 +37,7 @@ def store(tmp_path_factory) -> tuple[MlflowClient, dict[str, str]]:
     experiment = client.create_experiment("lineage", artifact_location=(folder / "artifacts").as_uri())
 
     def stage(parent: str, name: str, upstream: str = "", cached_from: str = "") -> str:
-        tags = {"mlflow.parentRunId": parent, "alignflow.stage": name, "alignflow.upstream_runs": upstream}
+        tags = {"mlflow.parentRunId": parent, "alignflow.pipeline.stage": name, "alignflow.upstream_runs": upstream}
         if cached_from:
             tags["alignflow.cached_from"] = cached_from
         return client.create_run(experiment, run_name=name, tags=tags).info.run_id

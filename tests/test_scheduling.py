@@ -156,7 +156,7 @@ def stage_runs(project: Path, stage: str) -> list:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlruns/mlflow.db")
     experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments, filter_string=f"tags.`alignflow.stage` = '{stage}'")
+    return client.search_runs(experiments, filter_string=f"tags.`alignflow.pipeline.stage` = '{stage}'")
 
 
 def assert_stage_ran(project: Path, stage: str) -> None:
@@ -225,7 +225,7 @@ def test_prefect_yaml_matches_the_flow():
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.flows import load_flow_from_entrypoint
 
-    from alignflow.config import load_config
+    from alignflow.pipeline.config import load_config
 
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text(encoding="utf-8"))
     for deployment in spec["deployments"]:
@@ -259,7 +259,7 @@ def test_serve_refuses_what_it_cannot_schedule(project, capsys, cron, api_url, m
 def test_side_by_side_stages_go_to_the_least_busy_gpu():
     from collections import Counter
 
-    from alignflow.runner import least_busy
+    from alignflow.pipeline.runner import least_busy
 
     busy = Counter()
     given = []
@@ -273,7 +273,7 @@ def test_side_by_side_stages_go_to_the_least_busy_gpu():
 
 
 def test_stages_share_the_configured_device_unless_it_is_auto():
-    from alignflow.runner import stage_gpus
+    from alignflow.pipeline.runner import stage_gpus
     from alignflow.schemas.config import PipelineConfig
 
     pinned = PipelineConfig.model_validate({"name": "x", "base_model": "m", "execution": {"device": "cpu"}})

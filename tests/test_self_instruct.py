@@ -12,7 +12,6 @@ import torch
 from helpers import stage_result
 from pydantic import ValidationError
 
-from alignflow import tracking
 from alignflow.data.self_instruct import (
     RULES,
     InstructionPool,
@@ -33,11 +32,12 @@ from alignflow.demo.corpus import generate_streams
 from alignflow.demo.model import build_llama
 from alignflow.demo.pretraining import LoopSettings, pack_blocks, train_causal_lm
 from alignflow.demo.tokenizer import train_tokenizer
-from alignflow.runner import StageCall, run_stage_task
+from alignflow.pipeline.runner import StageCall, run_stage_task
+from alignflow.pipeline.stage import ModelRef
 from alignflow.schemas.config import PipelineConfig, SelfInstructConfig
 from alignflow.schemas.instruction import InstructionRow, RejectedRow
-from alignflow.stage import ModelRef
 from alignflow.tasks.self_instruct import Candidate, Writers, bootstrap, self_instruct, validated_rows
+from alignflow.tracking import runs as tracking
 
 HUMAN = ["写一首关于秋天的诗", "把句子翻译成英文", "总结这段文字的要点", "判断数字是不是质数", "给文章起一个标题",
          "列出三个同义词", "纠正句子里的错别字", "把句子改写成问句", "把单词的字母倒过来写"]

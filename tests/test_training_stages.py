@@ -21,7 +21,7 @@ from helpers import (
 from transformers import AutoModelForCausalLM
 
 from alignflow.schemas.preference import PreferencePair
-from alignflow.tracking import TAG_CACHE_KEY, TAG_STAGE, TAG_UPSTREAM
+from alignflow.tracking.runs import TAG_CACHE_KEY, TAG_STAGE, TAG_UPSTREAM
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ Modules, each pure and small:
   in what order.
 - `embeddings`: sentence embeddings for `similar` (MiniLM when installed, TF-IDF otherwise).
 - `scoring`: log P(continuation | context) exactly as lm-evaluation-harness computes it, batched,
-  with the shared prefix's KV cache computed once; greedy generation.
+  with the shared prefix's KV cache computed once (generation: alignflow.models.generation).
 - `metrics`: acc, acc_norm, exact match, contains, ROUGE-L and Wilson intervals.
 - `sweep`: ties them together: every task x every k for one model -> per-sample records + table.
 """

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import torch
 
-from alignflow.models import response_stop_ids
-
 
 @dataclass(frozen=True)
 class Request:
@@ -260,28 +258,3 @@ def score_requests(model, requests: Sequence[Request], *, batch_tokens: int = 81
         _score_groups(model, requests, groups[start : start + count], batch_tokens, results)
         start += count
     return results
-
-
-@torch.no_grad()
-def generate_greedy(model, tokenizer, contexts: Sequence[str], *, until: Sequence[str], max_new_tokens: int,
-                    add_bos: bool = False, batch_size: int = 16) -> list[str]:
-    """Greedy continuation of each context, cut at the first stop string (left-padded batches)."""
-    model.eval()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    outputs: list[str] = []
-    for start in range(0, len(contexts), batch_size):
-        batch = [tok_encode(tokenizer, c, add_bos) for c in contexts[start : start + batch_size]]
-        width = max(len(ids) for ids in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, tokens in enumerate(batch):
-            ids[row, width - len(tokens):] = torch.tensor(tokens)
-            mask[row, width - len(tokens):] = 1
-        generated = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                                   eos_token_id=response_stop_ids(tokenizer))
-        for row in generated[:, width:]:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            cut = min([text.index(s) for s in until if s in text], default=len(text))
-            outputs.append(text[:cut])
-    return outputs

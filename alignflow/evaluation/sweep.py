@@ -15,9 +15,10 @@ from typing import Literal
 from alignflow.evaluation.embeddings import make_embedder
 from alignflow.evaluation.metrics import GENERATION_METRICS, choice_predictions, wilson_interval
 from alignflow.evaluation.prompts import continuation_text, fit_demonstrations
-from alignflow.evaluation.scoring import Request, encode_pairs, generate_greedy, score_requests, tok_encode
+from alignflow.evaluation.scoring import Request, encode_pairs, score_requests, tok_encode
 from alignflow.evaluation.selection import Ordering, Selection, select_shots
 from alignflow.evaluation.spec import EvalDoc, TaskSpec, load_items, load_task
+from alignflow.models.generation import generate_greedy
 from alignflow.progress import StepProgress
 
 
@@ -64,7 +65,7 @@ def load_tasks(paths: Sequence[str | Path], *, heldout_percent: int = 20, limit:
 def load_model(name_or_path: str, placement=None, chat_template: str | None = None):
     """(model in eval mode, prepared tokenizer) from a hub id or a local folder, on `placement`
     (default: the automatic one, float32 on a CPU)."""
-    from alignflow.models import load_causal_lm, load_tokenizer, resolve_placement
+    from alignflow.models.loading import load_causal_lm, load_tokenizer, resolve_placement
 
     tokenizer = load_tokenizer(name_or_path, chat_template)
     model = load_causal_lm(name_or_path, placement or resolve_placement())
@@ -201,8 +202,8 @@ def _score_choices(model, tokenizer, task: LoadedTask, k: int, prompts, settings
 
 def _score_generations(model, tokenizer, task: LoadedTask, k: int, prompts, settings: SweepSettings) -> list[dict]:
     spec = task.spec
-    texts = generate_greedy(model, tokenizer, [p.context for p in prompts], until=spec.until,
-                            max_new_tokens=spec.max_new_tokens, add_bos=settings.add_bos)
+    contexts = [tok_encode(tokenizer, p.context, settings.add_bos) for p in prompts]
+    texts = generate_greedy(model, tokenizer, contexts, until=spec.until, max_new_tokens=spec.max_new_tokens)
     metric = GENERATION_METRICS[spec.metric]
     return [{**_base_record(task, k, doc, prompt), "prediction": text, spec.metric: metric(text, doc.target)}
             for doc, prompt, text in zip(task.docs, prompts, texts, strict=True)]

@@ -1,1 +1,2 @@
-"""Reinforcement learning from human feedback: the PPO maths and, later, its trainer."""
+"""Reinforcement learning from a reward model: PPO's own loop (pure maths, rollouts, trainer) and
+GRPO/RLOO on TRL's trainers."""

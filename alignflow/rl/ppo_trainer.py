@@ -10,7 +10,7 @@ rollouts are gathered so each rank holds the whole batch (advantages, whitening,
 KL controller are then the same everywhere), and each minibatch is split over the ranks, with
 policy and value model wrapped as one module by `accelerator.prepare` (DDP). Losses are divided by
 the token count of the whole minibatch, so the averaged gradient is the one-process gradient.
-Sampling is seeded per prompt slot (alignflow.sampling), so the rollouts are the same too.
+Sampling is seeded per prompt slot (alignflow.models.generation), so the rollouts are the same too.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from alignflow.models import response_stop_ids
+from alignflow.models.generation import row_seeds
+from alignflow.models.loading import response_stop_ids
 from alignflow.rl import ppo_math as pm
 from alignflow.rl.rollout import RewardFunction, response_logprobs, response_values, rollout
-from alignflow.sampling import row_seeds
 from alignflow.schemas.config import PPOStageConfig
 from alignflow.training.stability import check_finite
 

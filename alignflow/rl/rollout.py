@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from alignflow.models import response_stop_ids
+from alignflow.models.generation import left_padded, sample
+from alignflow.models.loading import response_stop_ids
 from alignflow.rl.ppo_math import RolloutBatch, entropy_from_logits, first_eos_mask, logprobs_from_logits
-from alignflow.sampling import left_padded, sample
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ def generate(policy, tokenizer, prompts: Sequence[str], seeds: Sequence[int], *,
              temperature: float, top_p: float,
              use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(query_ids, query_mask, response_ids, response_mask) for one sampled response per prompt,
-    row i drawn with `seeds[i]` (alignflow.sampling.SeededSampling)."""
+    row i drawn with `seeds[i]` (alignflow.models.generation.SeededSampling)."""
     device = next(policy.parameters()).device
     batch = left_padded(tokenizer, prompts, device)
     stops = response_stop_ids(tokenizer)

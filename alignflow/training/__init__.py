@@ -1,1 +1,1 @@
-"""Training helpers shared by the SFT, reward, DPO and PPO stages."""
+"""Training helpers shared by the trainers: callbacks, mixing, curricula, stability, checkpoints."""

@@ -11,9 +11,9 @@ import re
 import shutil
 from pathlib import Path
 
-from alignflow import tracking
 from alignflow.distributed import is_main_process
 from alignflow.schemas.config import PipelineConfig
+from alignflow.tracking import runs as tracking
 
 
 def checkpoint_dir(config: PipelineConfig, stage: str, out_dir: Path) -> Path:

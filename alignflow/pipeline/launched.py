@@ -1,5 +1,5 @@
-"""One process of a launched stage job: `python -m alignflow.launched REQUEST.json` under torchrun or
-accelerate (see alignflow.launcher). Every rank imports the stage by its module and name and runs
+"""One process of a launched stage job: `python -m alignflow.pipeline.launched REQUEST.json` under torchrun or
+accelerate (see alignflow.pipeline.launcher). Every rank imports the stage by its module and name and runs
 its function on the same request, so the trainers see one distributed job; rank 0 logs into the
 stage's MLflow run and writes the stage folder, the other ranks write into a scratch folder and a
 scratch MLflow store of the job."""
@@ -11,7 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from alignflow.environment import configure_environment
+from alignflow.pipeline.environment import configure_environment
 
 
 def main(request_file: str) -> int:
@@ -21,12 +21,12 @@ def main(request_file: str) -> int:
     configure_environment()
     import mlflow
 
-    from alignflow import tracking
     from alignflow.distributed import rank
-    from alignflow.launcher import load_typed
-    from alignflow.runner import call_stage
+    from alignflow.pipeline.launcher import load_typed
+    from alignflow.pipeline.runner import call_stage
+    from alignflow.pipeline.stage import import_stage
     from alignflow.schemas.config import PipelineConfig
-    from alignflow.stage import import_stage
+    from alignflow.tracking import runs as tracking
 
     request = json.loads(Path(request_file).read_text())
     job = Path(request["job"])

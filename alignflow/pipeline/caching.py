@@ -24,8 +24,8 @@ MANIFEST = "manifest.json"
 VOLATILE_FILES = ("README.md",)
 # Modules that decide when and where a stage runs, not what it computes: a stage's code digest
 # does not follow imports into them (else every edit of the runner would recompute everything).
-ORCHESTRATION = frozenset({"alignflow.runner", "alignflow.cli", "alignflow.prefect_server", "alignflow.scheduling",
-                           "alignflow.report", "alignflow.lineage_picture", "alignflow.tasks", "alignflow.flows"})
+ORCHESTRATION = frozenset({"alignflow.pipeline.runner", "alignflow.cli", "alignflow.pipeline.prefect_server", "alignflow.pipeline.scheduling",
+                           "alignflow.tracking.report", "alignflow.tracking.lineage_picture", "alignflow.tasks", "alignflow.flows"})
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -119,7 +119,7 @@ def _imported(origin: str, stamp: int, name: str, package: str) -> tuple[str, ..
             continue
         parent = candidate.rpartition(".")[0]
         if parent and not _is_package(_source_file(parent) or ""):
-            continue  # `from alignflow.models import load_causal_lm`: a name, not a module
+            continue  # `from alignflow.models.loading import load_causal_lm`: a name, not a module
         if _source_file(candidate):
             found.add(candidate)
     found.discard(package)
@@ -176,7 +176,7 @@ def read_cached_result(storage: Path, key: str):
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
 
-    from alignflow.stage import StageResult
+    from alignflow.pipeline.stage import StageResult
 
     store = ResultStore(result_storage=LocalFileSystem(basepath=str(storage)))
     if not store.exists(key):

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from alignflow.tracking import TAG_CACHED_FROM, TAG_PIPELINE, TAG_STAGE, TAG_UPSTREAM
+from alignflow.tracking.runs import TAG_CACHED_FROM, TAG_PIPELINE, TAG_STAGE, TAG_UPSTREAM
 
 
 class LineageError(LookupError):

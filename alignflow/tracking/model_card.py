@@ -16,7 +16,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def write_model_card(folder: Path, *, title: str, summary: str, stage: str, run_id: str, base_model: str,
                      upstream: dict, metrics: dict[str, float], config: dict) -> Path:
-    """Write `folder/README.md`; `upstream` maps stage names to their results (alignflow.stage.StageResult)."""
+    """Write `folder/README.md`; `upstream` maps stage names to their results (alignflow.pipeline.stage.StageResult)."""
     lineage = [("stage", stage), ("MLflow run", run_id), ("base model", base_model)]
     for name, result in sorted(upstream.items()):
         lineage.append((f"upstream `{name}`", f"run {result.mlflow_run_id}, output digest `{result.digest[:16]}`"))
@@ -36,7 +36,7 @@ def publish_model(run, model_dir: Path, *, title: str, summary: str, base_model:
     version of `<pipeline>-<stage>`; returns the metrics with `registry_version` when registered."""
     import mlflow
 
-    from alignflow import tracking
+    from alignflow.tracking import runs as tracking
 
     run_id = mlflow.active_run().info.run_id
     write_model_card(model_dir, title=f"{run.config.name}: {title}", summary=summary, stage=run.name,

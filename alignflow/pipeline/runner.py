@@ -1,4 +1,4 @@
-"""Plan and run the pipeline graph a flow writes as stage calls (see alignflow.stage).
+"""Plan and run the pipeline graph a flow writes as stage calls (see alignflow.pipeline.stage).
 
 The same graph function runs twice. Planned (`plan_pipeline`), every stage call is recorded with
 the stages it reads, which gives --only/--from/--refresh, `alignflow stages` and `validate` their
@@ -23,8 +23,8 @@ from typing import Any
 
 import mlflow
 
-from alignflow import tracking
-from alignflow.caching import (
+from alignflow.errors import PipelineError
+from alignflow.pipeline.caching import (
     code_digest,
     evict_cached_result,
     read_cached_result,
@@ -32,13 +32,13 @@ from alignflow.caching import (
     verify_manifest,
     write_manifest,
 )
-from alignflow.config import flatten_params, section_digest
-from alignflow.errors import PipelineError
-from alignflow.launcher import job_processes, launched, run_launched
-from alignflow.report import publish_run_summary
+from alignflow.pipeline.config import flatten_params, section_digest
+from alignflow.pipeline.launcher import job_processes, launched, run_launched
+from alignflow.pipeline.seeding import seed_everything
+from alignflow.pipeline.stage import ENGINE, Stage, StageOutput, StageResult, StageRun
 from alignflow.schemas.config import PipelineConfig
-from alignflow.seeding import seed_everything
-from alignflow.stage import ENGINE, Stage, StageOutput, StageResult, StageRun
+from alignflow.tracking import runs as tracking
+from alignflow.tracking.report import publish_run_summary
 
 Graph = Callable[[PipelineConfig], Any]  # a flow's body: stage calls on the config (flows/pipeline.py)
 
@@ -165,7 +165,9 @@ def key_section(stage: Stage, section: Any, config: PipelineConfig) -> Any:
     a launched one on its processes (the global batch is batch_size x processes)."""
     keyed = stage.key(section, config)
     if stage.loads_models:
-        from alignflow.models import template_text  # a template file's text, so an edit changes the key
+        from alignflow.models.loading import (
+            template_text,  # a template file's text, so an edit changes the key
+        )
 
         keyed = {"section": keyed, "device": config.execution.device, "dtype": config.execution.dtype,
                  "chat_template": template_text(config.chat_template)}
@@ -267,7 +269,7 @@ def run_stage_task(stage: Any, section: Any, inputs: dict[str, StageResult], cal
         for start in range(0, len(params), 100):
             mlflow.log_params(dict(list(params.items())[start : start + 100]))
         if launched(stage.name, config):
-            from alignflow.models import resolve_placement
+            from alignflow.models.loading import resolve_placement
 
             on_gpu = resolve_placement(config.execution.device, config.execution.dtype).device.startswith("cuda")
             output = run_launched(stage, config, section, inputs, out_dir, run_id, on_gpu)

@@ -6,7 +6,7 @@
 The parameters between `cfg` and `run` are the stage's inputs, by the name of the stage that
 produces them; one with a default (`= None`) is read only when that stage is configured. A flow
 calls the decorated stage with the section and the upstream results (`train_dpo(cfg.stages.dpo,
-sft, prefs)`); alignflow.runner turns the call into a cached Prefect task run and hands back the
+sft, prefs)`); alignflow.pipeline.runner turns the call into a cached Prefect task run and hands back the
 stage's result (a StageResult of the annotated kind). What the function returns is a StageOutput:
 named output paths (inside `run.out_dir`), final metrics and a summary.
 """
@@ -87,7 +87,7 @@ def default_key(section: BaseModel, config: PipelineConfig) -> dict:
     return {"seed": config.seed, **section.model_dump(mode="json")}
 
 
-# The engine (alignflow.runner) that a stage call goes to while a pipeline is planned or run.
+# The engine (alignflow.pipeline.runner) that a stage call goes to while a pipeline is planned or run.
 ENGINE: ContextVar[Any] = ContextVar("alignflow_engine", default=None)
 
 
@@ -106,7 +106,7 @@ class Stage:
     def __call__(self, section: Any, *inputs: StageResult | None) -> Any:
         engine = ENGINE.get()
         if engine is None:
-            raise RuntimeError(f"stage {self.name} was called outside a pipeline run; use alignflow.runner "
+            raise RuntimeError(f"stage {self.name} was called outside a pipeline run; use alignflow.pipeline.runner "
                                "(run_pipeline, plan_pipeline) or call_stage to run it")
         return engine.call(self, section, dict(zip(self.inputs, inputs, strict=False)))
 
@@ -126,7 +126,7 @@ class Stage:
     @property
     def modules(self) -> tuple[str, ...]:
         """Every alignflow module this stage's code imports, transitively (its code digest)."""
-        from alignflow.caching import module_closure
+        from alignflow.pipeline.caching import module_closure
 
         return module_closure({self.fn.__module__, self.key.__module__})
 

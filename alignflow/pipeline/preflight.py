@@ -16,22 +16,22 @@ def check_pipeline(config: PipelineConfig) -> None:
     """The configured device and dtype exist here, the base model (folder, weights, config,
     tokenizer) can be loaded, and the build stage's input files exist."""
     if (config.execution.device, config.execution.dtype) != ("auto", "auto"):
-        from alignflow.models import resolve_placement
+        from alignflow.models.loading import resolve_placement
 
         resolve_placement(config.execution.device, config.execution.dtype)  # ModelLoadError: one line
     if config.chat_template:
-        from alignflow.models import template_text
+        from alignflow.models.loading import template_text
 
         template_text(config.chat_template)  # a missing template file: one line
     accelerate_config = config.execution.accelerate_config
     if accelerate_config and not Path(accelerate_config).is_file():
         raise DataError(f"execution.accelerate_config: {accelerate_config}: no such file")
     if config.execution.task_runner == "dask" and config.stages.preferences is not None:
-        from alignflow.fanout import task_runner
+        from alignflow.pipeline.fanout import task_runner
 
         task_runner(config.execution)  # prefect-dask missing: one line, before any stage runs
     if config.base_model:
-        from alignflow.models import check_causal_lm
+        from alignflow.models.loading import check_causal_lm
 
         check_causal_lm(config.base_model)
     build = config.stages.build

@@ -23,8 +23,8 @@ from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
-from alignflow.lineage import LineageGraph, LineageNode, build_lineage
-from alignflow.lineage_picture import lineage_svg
+from alignflow.tracking.lineage import LineageGraph, LineageNode, build_lineage
+from alignflow.tracking.lineage_picture import lineage_svg
 
 MAX_TABLE_ROWS = 10
 MAX_RECORDS_PER_FILE = 4

@@ -11,9 +11,9 @@ from __future__ import annotations
 import mlflow
 
 from alignflow.data.tables import read_table
-from alignflow.model_card import publish_model
+from alignflow.pipeline.stage import StageOutput, StageResult, StageRun
 from alignflow.schemas.config import GroupRLStageConfig
-from alignflow.stage import StageOutput, StageResult, StageRun
+from alignflow.tracking.model_card import publish_model
 from alignflow.training.checkpoints import (
     carry_over_metrics,
     checkpoint_dir,
@@ -33,7 +33,8 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
-    from alignflow.models import (
+    from alignflow.evaluation.comparisons import held_out_comparison
+    from alignflow.models.loading import (
         load_causal_lm,
         load_tokenizer,
         reward_model_and_tokenizer,
@@ -41,8 +42,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
         stage_placement,
         trainer_precision,
     )
-    from alignflow.rl.heldout import held_out_comparison
-    from alignflow.tracking import log_models, log_tokenizer_setup
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
 
     transformers_logging.disable_progress_bar()

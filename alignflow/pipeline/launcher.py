@@ -3,7 +3,7 @@
 The stage's Prefect task stays the one process Prefect knows: it has opened the stage's MLflow
 run, and it starts one job, `torchrun` on CPUs (gloo) or `accelerate launch` on GPUs (DDP, or FSDP
 and DeepSpeed through `execution.accelerate_config`), of `num_processes` processes that each run
-`alignflow.launched` on the same request. The job's output streams to this terminal. The main
+`alignflow.pipeline.launched` on the same request. The job's output streams to this terminal. The main
 process (rank 0) logs into the stage's MLflow run and writes the stage folder; the others train
 the same model on their shard of every batch and write into scratch folders that go with the job.
 Rank 0's StageOutput comes back as JSON; its error, if it failed, is re-raised here.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from alignflow.distributed import die_with_parent
 from alignflow.errors import DataError, PipelineError
-from alignflow.prefect_server import free_port
+from alignflow.pipeline.prefect_server import free_port
+from alignflow.pipeline.stage import StageOutput
 from alignflow.schemas.config import PipelineConfig
-from alignflow.stage import StageOutput
 
 
 def launched(stage: str, config: PipelineConfig) -> bool:
@@ -52,7 +52,7 @@ def job_folder(config: PipelineConfig, out_dir: Path) -> Path:
 def launch_command(config: PipelineConfig, request_file: Path, on_gpu: bool) -> list[str]:
     """torchrun for CPU workers (accelerate's own CPU launcher needs MPI), accelerate launch on GPUs."""
     execution = config.execution
-    target = ["-m", "alignflow.launched", str(request_file)]
+    target = ["-m", "alignflow.pipeline.launched", str(request_file)]
     if not on_gpu:
         return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={execution.num_processes}",
                 f"--nnodes={execution.num_machines}", f"--master_port={free_port()}", *target]

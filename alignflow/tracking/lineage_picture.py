@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
-from alignflow.lineage import LineageGraph, LineageNode
+from alignflow.tracking.lineage import LineageGraph, LineageNode
 
 BOX_WIDTH, BOX_HEIGHT = 200, 62
 COLUMN_GAP, ROW_GAP, MARGIN = 28, 34, 16

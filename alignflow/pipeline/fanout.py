@@ -4,7 +4,7 @@ A stage splits its work (e.g. preference sampling's prompts) into shards of whol
 submits one Prefect task per shard to the configured runner: threads, processes, or a Dask cluster
 (a local one of `data_workers` worker processes, or the scheduler at `dask_address`). Each shard
 is a task run of its own in the Prefect UI. Shards are batch-aligned and sampling is seeded per row
-(alignflow.sampling), so a shard computes exactly the batches one process would, and the gathered
+(alignflow.models.generation), so a shard computes exactly the batches one process would, and the gathered
 rows equal the inline rows: the runner is therefore not part of a stage's cache key.
 """
 

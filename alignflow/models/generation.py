@@ -1,12 +1,19 @@
-"""Responses from a policy: K samples per prompt, or one greedy answer, batched with a KV cache.
+"""Every way alignflow generates text from a causal LM, in one place, batched with a KV cache.
+
+- `generate_responses`: K sampled responses (or one greedy answer) per prompt from a policy:
+  the preference, PPO, GRPO/RLOO and win-rate paths; `sample` is the one `generate` call under
+  it and under PPO's rollouts (alignflow.rl.rollout).
+- `generate_greedy`: greedy continuations of evaluation contexts, cut at stop strings.
+- `LineWriter`: a base model continuing a Self-Instruct prompt to the end of its line.
 
 Prompts are left-padded so one `generate` call serves a batch; a response ends at any of the
 tokenizer's stop ids (eos, the generation config's eos ids, the template's end-of-turn token:
-alignflow.models.stop_token_ids) or at `max_new_tokens`.
+alignflow.models.loading.stop_token_ids) or at `max_new_tokens`.
 
 Sampling is seeded per row (`SeededSampling`): a response depends on its prompt, its seed and its
 place in the whole list, never on which batch, shard or process generated it, so a stage fanned out
-over workers or ranks draws exactly the samples of one process.
+over workers or ranks draws exactly the samples of one process. (`LineWriter` keeps transformers'
+batch sampler, one generator per call: its Self-Instruct rounds are not sharded.)
 """
 
 from __future__ import annotations
@@ -16,7 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
-from alignflow.models import response_stop_ids
+from alignflow.models.loading import (
+    Placement,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_placement,
+    response_stop_ids,
+)
 from alignflow.progress import StepProgress
 
 
@@ -74,15 +87,22 @@ class Response:
 
 
 def left_padded(tokenizer, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    """The prompts' tokens (no special tokens added: templates carry their own) left-padded."""
+    return pad_left([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts], pad_id(tokenizer), device)
+
+
+def pad_left(encoded: Sequence[Sequence[int]], pad: int, device) -> dict[str, torch.Tensor]:
     width = max(len(ids) for ids in encoded)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     for row, tokens in enumerate(encoded):
-        ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+        ids[row, width - len(tokens):] = torch.tensor(list(tokens), dtype=torch.long)
         mask[row, width - len(tokens):] = 1
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 @torch.no_grad()
@@ -97,7 +117,7 @@ def generate_responses(model, tokenizer, prompts: Sequence[str], *, num_samples:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     results: list[list[Response]] = []
     try:
         with StepProgress(progress, total=len(prompts), unit="prompt") as bar:
@@ -121,3 +141,77 @@ def _response(tokens: list[int], tokenizer) -> Response:
     end = next((i for i, token in enumerate(tokens) if token in stops), None)
     kept = tokens if end is None else tokens[:end]
     return Response(tokenizer.decode(kept, skip_special_tokens=True).strip(), end is not None)
+
+
+@torch.no_grad()
+def generate_greedy(model, tokenizer, contexts: Sequence[Sequence[int]], *, until: Sequence[str], max_new_tokens: int,
+                    batch_size: int = 16) -> list[str]:
+    """Greedy continuation of each tokenised context, cut at the first stop string."""
+    model.eval()
+    outputs: list[str] = []
+    for start in range(0, len(contexts), batch_size):
+        batch = pad_left(contexts[start : start + batch_size], pad_id(tokenizer), model.device)
+        generated = sample(model, batch, [], temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens,
+                           stop_ids=response_stop_ids(tokenizer), pad_id=pad_id(tokenizer))
+        for row in generated[:, batch["input_ids"].shape[1]:]:
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            cut = min([text.index(s) for s in until if s in text], default=len(text))
+            outputs.append(text[:cut])
+    return outputs
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float  # 0: greedy
+    top_p: float
+    max_new_tokens: int
+
+
+def line_end_token_ids(tokenizer) -> list[int]:
+    """Ids of every token whose text holds a newline, plus the special tokens."""
+    ids = range(len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)
+    ends = {i for i, text in zip(ids, texts, strict=True) if "\n" in text}
+    return sorted(ends | set(tokenizer.all_special_ids))
+
+
+class LineWriter:
+    """A causal LM that continues each prompt to the end of its line."""
+
+    def __init__(self, name_or_path: str, placement: Placement | None = None) -> None:
+        self.name = name_or_path
+        self.tokenizer = load_tokenizer(name_or_path)
+        self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"  # keep the cue at the end of an over-long prompt
+        self.model = load_causal_lm(name_or_path, placement or resolve_placement())
+        self.device = self.model.device
+        self.end_ids = line_end_token_ids(self.tokenizer)
+
+    def _prompt_limit(self, max_new_tokens: int) -> int | None:
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        return positions - max_new_tokens if positions and positions > max_new_tokens else None
+
+    @torch.no_grad()
+    def complete(self, prompts: list[str], settings: SamplingSettings, seed: int) -> list[Response]:
+        """One line per prompt (`finished`: it ended, rather than ran out of tokens); the same prompts, settings and seed give the same lines."""
+        if not prompts:
+            return []
+        limit = self._prompt_limit(settings.max_new_tokens)
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=limit is not None,
+                               max_length=limit).to(self.device)
+        sampling = (dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+                    if settings.temperature > 0 else dict(do_sample=False))
+        torch.manual_seed(seed)
+        generated = self.model.generate(
+            **batch, **sampling, max_new_tokens=settings.max_new_tokens, use_cache=True,
+            eos_token_id=self.end_ids, pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new_tokens = generated[:, batch["input_ids"].shape[1]:].tolist()
+        return [self._to_line(tokens) for tokens in new_tokens]
+
+    def _to_line(self, tokens: list[int]) -> Response:
+        ends = set(self.end_ids)
+        stop = next((i for i, token in enumerate(tokens) if token in ends), None)
+        kept = tokens if stop is None else tokens[: stop + 1]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Response(text=text.split("\n", 1)[0], finished=stop is not None)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from alignflow.sampling import left_padded
+from alignflow.models.generation import left_padded
 
 
 def first_token(tokenizer, word: str) -> int:

@@ -18,7 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from alignflow.schemas.config import PipelineConfig
 
-TAG_STAGE = "alignflow.stage"
+TAG_STAGE = "alignflow.pipeline.stage"
 TAG_CACHE_KEY = "alignflow.cache_key"
 TAG_CACHED_FROM = "alignflow.cached_from"
 TAG_UPSTREAM = "alignflow.upstream_runs"
@@ -95,7 +95,7 @@ def end_run(run_id: str, ok: bool = True) -> None:
 
 def record_cache_hit(experiment_id: str, parent_run_id: str, result, upstream_runs: dict[str, str]) -> str:
     """A child run under the new parent that points at the run which computed the cached `result`
-    (an alignflow.stage.StageResult)."""
+    (an alignflow.pipeline.stage.StageResult)."""
     client = MlflowClient()
     run_id = start_stage_run(experiment_id, parent_run_id, result.stage, result.cache_key,
                              upstream_runs, cached_from=result.mlflow_run_id)
@@ -168,7 +168,7 @@ def mark_interrupted(run_id: str) -> None:
 def log_models(**models) -> None:
     """Params naming where each model a stage uses lives: model.<role>.device / .dtype, from the
     loaded parameters (what the placement really gave), and how the tokenizer was prepared."""
-    from alignflow.models import model_placement
+    from alignflow.models.loading import model_placement
 
     params: dict[str, str] = {}
     for role, model in models.items():

@@ -1,0 +1,1 @@
+"""Loading models and tokenizers, and generating text from them."""

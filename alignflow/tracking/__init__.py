@@ -1,0 +1,1 @@
+"""What a run leaves behind: MLflow runs, lineage, model cards, plots, the HTML report, progress bars."""
