@@ -21,7 +21,16 @@ configure_environment(_SESSION_HOME)
 # Imported now, so that `alignflow` commands run inside this process use Prefect's own temporary
 # server of this process and never set PREFECT_API_URL for the subprocesses the tests start.
 import prefect  # noqa: E402, F401
-from helpers import TRAINING_STAGES, TrainedProject, edit_config, make_project, run_cli  # noqa: E402
+from helpers import (  # noqa: E402
+    TINY_TEXTS,
+    TINY_VOCAB,
+    TRAINING_STAGES,
+    TrainedProject,
+    edit_config,
+    make_project,
+    run_cli,
+    tiny_llama_config,
+)
 
 
 @pytest.fixture
@@ -56,3 +65,26 @@ def training_project(tmp_path_factory) -> TrainedProject:
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return TrainedProject(folder, "configs/prefs.yaml", parents[0].info.run_id)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The demo's byte-level BPE trained once on TINY_TEXTS. Shared: tests that change its settings
+    (padding side) work on `copy.deepcopy` of it."""
+    from alignflow.demo.tokenizer import train_tokenizer
+
+    return train_tokenizer(TINY_TEXTS, TINY_VOCAB)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_tokenizer, tmp_path_factory) -> Path:
+    """A randomly initialised one-layer Llama and its tokenizer, saved once; tests load their own
+    copy (`from_pretrained`), so none sees another's training."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(tiny_tokenizer)).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder

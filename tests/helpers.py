@@ -184,3 +184,23 @@ def stage_result(stage: str, outputs: dict[str, str], digest: str = "digest", ru
 
     return (kind or StageResult)(stage=stage, cache_key=f"{stage}-key", out_dir="", outputs=outputs, digest=digest,
                        mlflow_run_id=run_id)
+
+
+# Text the shared tiny tokenizer is trained on: every prompt, answer and word the model-level unit
+# tests feed it (templates in both languages, digits, the judge's question and answers).
+TINY_TEXTS = ["指令：计算两个数的和\n输入：3, 4\n输出：7", "Input: apple\nOutput: elppa", "好评 差评 电影 餐饮",
+              "这个回答正确吗？答：是否", "指令：翻译\n输入：apple\n输出：苹果", "你好 好的 再见 拜拜 hello world",
+              "Input: the movie was great\nOutput: positive\n\n", "输入：apple\n输出：苹果\n\n",
+              "Input: 3, 4\nOutput: 7\n\n", "Input: cat\nOutput: tac\n\n", "Input: two\nOutput: 2"] * 20
+TINY_VOCAB = 400
+
+
+def tiny_llama_config(tokenizer, **extra):
+    """The tiny Llama shape the unit tests share (one layer unless `extra` says otherwise)."""
+    from transformers import LlamaConfig
+
+    shape = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                 bos_token_id=tokenizer.bos_token_id)
+    return LlamaConfig(**{**shape, **extra})

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignflow.demo.model import build_llama
-from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.evaluation.scoring import (
     Request,
     common_prefix_length,
@@ -18,10 +17,6 @@ from alignflow.evaluation.scoring import (
 from alignflow.evaluation.sweep import torch_threads
 from alignflow.models.generation import generate_greedy
 
-LINES = ["Input: the movie was great\nOutput: positive\n\n", "输入：apple\n输出：苹果\n\n",
-         "Input: 3, 4\nOutput: 7\n\n", "Input: cat\nOutput: tac\n\n"] * 20
-
-
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -30,12 +25,9 @@ def one_thread():
         yield
 
 @pytest.fixture(scope="module")
-def tiny():
-    tokenizer = train_tokenizer(LINES, 320)
-    model = build_llama(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                        dropout=0.0, seed=0)
-    return model.eval(), tokenizer
+def tiny(tiny_llama):
+    """The session's tiny Llama (conftest.py), loaded for this module."""
+    return AutoModelForCausalLM.from_pretrained(tiny_llama).eval(), AutoTokenizer.from_pretrained(tiny_llama)
 
 
 def reference_score(model, context: tuple[int, ...], continuation: tuple[int, ...]) -> tuple[float, bool]:
@@ -111,4 +103,6 @@ def test_generate_greedy_stops_at_the_stop_string(tiny):
     texts = generate_greedy(model, tokenizer, contexts, until=["\n"], max_new_tokens=6)
     assert len(texts) == 2 and all("\n" not in t for t in texts)
     long = generate_greedy(model, tokenizer, contexts[:1], until=[], max_new_tokens=3)
-    assert len(tokenizer.encode(long[0])) <= 3 + 1
+    plain = model.generate(torch.tensor([contexts[0]]), max_new_tokens=3, do_sample=False,
+                           pad_token_id=tokenizer.pad_token_id)[0, len(contexts[0]):]
+    assert len(plain) <= 3 and long == [tokenizer.decode(plain, skip_special_tokens=True)]

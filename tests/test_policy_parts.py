@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from helpers import tiny_llama_config
+from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 from alignflow.data.annotation import judge_scores
-from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.evaluation.comparisons import head_to_head
 from alignflow.models.generation import generate_responses
 from alignflow.training.reward import pair_accuracy, score_texts
 
-TEXTS = ["指令：计算两个数的和\n输入：3, 4\n输出：7", "Input: apple\nOutput: elppa", "这个回答正确吗？答：是否"] * 20
-
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(TEXTS, 300)
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer  # the session's (conftest.py)
 
 
 def _config(tokenizer, **extra):
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
-                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                       bos_token_id=tokenizer.bos_token_id, **extra)
+    return tiny_llama_config(tokenizer, **extra)
 
 
 @pytest.fixture(scope="module")

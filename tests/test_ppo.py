@@ -7,27 +7,23 @@ import copy
 
 import pytest
 import torch
+from helpers import tiny_llama_config
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.rl.ppo_trainer import PPOTrainer
 from alignflow.rl.rollout import rollout, sequence_scores
 from alignflow.schemas.config import PPOStageConfig
 
-TEXTS = ["指令：计算两个数的和\n输入：3, 4\n输出：7", "Input: apple\nOutput: elppa", "好评 差评 电影 餐饮"] * 20
 PROMPTS = ["指令：计算两个数的和\n输入：3, 4\n输出：", "Input: apple\nOutput:", "好", "指令：写这条评论的人满意吗？\n输入："]
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(TEXTS, 300)
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer  # the session's (conftest.py)
 
 
 def config(tokenizer, **extra) -> LlamaConfig:
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
-                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                       bos_token_id=tokenizer.bos_token_id, **extra)
+    return tiny_llama_config(tokenizer, num_hidden_layers=2, **extra)
 
 
 def models(tokenizer, seed: int = 0):

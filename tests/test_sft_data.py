@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alignflow.demo.tokenizer import IM_END, train_tokenizer
+from alignflow.demo.tokenizer import IM_END
 from alignflow.training.sft_data import (
     IGNORE,
     PromptTemplate,
@@ -18,9 +18,8 @@ from alignflow.training.sft_data import (
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    texts = ["指令：翻译\n输入：apple\n输出：苹果", "你好 好的 再见 拜拜 hello world"] * 50
-    return train_tokenizer(texts, 400)
+def tokenizer(tiny_tokenizer):
+    return tiny_tokenizer  # the session's (conftest.py)
 
 
 def trained_text(encoded, tokenizer) -> str:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from alignflow.demo.model import build_llama
-from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.schemas.config import SFTStageConfig
 from alignflow.tasks.sft import trainer_arguments
 from alignflow.training.checkpoints import resume_point
@@ -32,11 +30,9 @@ class CorruptWeightsAt(TrainerCallback):
                 next(model.parameters()).fill_(float("nan"))
 
 
-def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
-    tokenizer = train_tokenizer(["输入：apple\n输出：苹果", "Input: two\nOutput: 2"] * 20, 300)
-    model = build_llama(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, dropout=0.0,
-                        seed=0)
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, tiny_llama):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     examples = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]}] * 32
     settings = SFTStageConfig(max_steps=10, batch_size=2, save_steps=2, logging_steps=1, warmup_steps=0)
     checkpoints = tmp_path / "checkpoints"
