@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import make_project, run_cli
+from helpers import make_project, run_cli, stage_result
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alignflow.cli import main
 from alignflow.flows.pipeline import data_flow, evaluation_flow, training_flow
 from alignflow.pipeline.config import load_config
-from alignflow.pipeline.runner import PipelineError, plan_pipeline, run_pipeline
+from alignflow.pipeline.runner import PipelineError, _task_key, plan_pipeline, run_pipeline, stage_key
 from alignflow.pipeline.stage import ModelRef, StageOutput, StageRun, stage
 from alignflow.tasks.pretrain import pretrain
 from alignflow.tracking.runs import (
@@ -215,6 +215,31 @@ def test_plan_follows_the_graph_the_flow_writes():
         "pretrain": "run", "build": "run", "clean": "refresh", "validate": "refresh", "sft": "refresh",
         "evaluate": "refresh", "echo": "run"}
     assert plan["validate"].inputs == ("build", "clean")  # self_instruct is not configured in smoke
+
+
+def test_a_graph_that_calls_a_stage_twice_is_an_error():
+    def twice(cfg):
+        base = pretrain(cfg.base_source)
+        echo(EchoConfig(), base)
+        echo(EchoConfig(n=2), base)
+
+    with pytest.raises(PipelineError, match="calls stage echo twice"):
+        plan_pipeline(twice, load_config(SMOKE))
+
+
+def test_the_task_body_takes_the_key_prefect_computed(smoke):
+    """stage_task_key's key reaches the body through Prefect's transaction; outside one (or when
+    the key function failed) the body computes it."""
+    from prefect.transactions import transaction
+
+    config = load_config(SMOKE)
+    section, inputs = EchoConfig(), {"pretrain": stage_result("pretrain", {"model": str(smoke)}, kind=ModelRef)}
+    own = stage_key(echo, section, config, inputs)
+    assert _task_key(echo, section, config, inputs) == own
+    with transaction(key="echo-0123"):
+        assert _task_key(echo, section, config, inputs) == "echo-0123"
+    with transaction(key="echo-unkeyed-0123"):
+        assert _task_key(echo, section, config, inputs) == own
 
 
 def test_data_flow_is_tracked_with_a_data_card(smoke):

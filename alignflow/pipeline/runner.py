@@ -253,7 +253,7 @@ def run_stage_task(stage: Any, section: Any, inputs: dict[str, StageResult], cal
     child run, the stage function (here or as a launched job), the manifest; the result."""
     stage, section, call = _unquoted(stage), _unquoted(section), _unquoted(call)
     config = call.placed_config()
-    key = stage_key(stage, section, call.config, inputs)
+    key = _task_key(stage, section, call.config, inputs)
     if call.mode == "cached":
         raise PipelineError(f"stage {stage.name} is needed from cache but has no usable cached result (key {key}); "
                             "run the pipeline without --only first")
@@ -281,6 +281,18 @@ def run_stage_task(stage: Any, section: Any, inputs: dict[str, StageResult], cal
         mlflow.set_tag("alignflow.output_digest", digest)
     return stage.result(stage=stage.name, cache_key=key, out_dir=str(out_dir), outputs=output.outputs, digest=digest,
                         metrics=metrics, params=params, summary=output.summary, mlflow_run_id=run_id)
+
+
+def _task_key(stage: Stage, section: Any, config: PipelineConfig, inputs: dict[str, StageResult]) -> str:
+    """The key `stage_task_key` gave this task run (its Prefect transaction holds it), computed again
+    only outside Prefect or when the key function failed, so that its error is raised here."""
+    from prefect.transactions import get_transaction
+
+    transaction = get_transaction()
+    key = transaction.key if transaction is not None else None
+    if key and key.startswith(f"{stage.name}-") and "-unkeyed-" not in key:
+        return key
+    return stage_key(stage, section, config, inputs)
 
 
 _TASKS: dict[str, Any] = {}
@@ -342,6 +354,7 @@ class _Submitter:
     parent_run_id: str
     runner: Any
     submitted: list[tuple[PlannedStage, Any, float]] = field(default_factory=list)
+    futures: dict[str, Any] = field(default_factory=dict)  # by stage name
     gpus: list[int] = field(default_factory=list)
     busy: Counter = field(default_factory=Counter)
 
@@ -366,6 +379,7 @@ class _Submitter:
             gpu = int(device.partition(":")[2])
             future.add_done_callback(lambda _: self.busy.subtract([gpu]))
         self.submitted.append((planned, future, time.perf_counter()))
+        self.futures[stage.name] = future
         return future
 
     def reports(self) -> list[StageReport]:
@@ -380,7 +394,7 @@ class _Submitter:
             if planned.mode == "cached":
                 continue
             if state.name == "Cached":
-                upstream_runs = {n: self._result(n).mlflow_run_id for n in planned.inputs}
+                upstream_runs = {n: self.futures[n].state.result().mlflow_run_id for n in planned.inputs}
                 tracking.record_cache_hit(self.experiment_id, self.parent_run_id, result, upstream_runs)
                 print(f"[alignflow] {name}: from cache (computed by run {result.mlflow_run_id})", flush=True)
                 reports.append(StageReport(name, "cached", 0.0, result))
@@ -389,9 +403,6 @@ class _Submitter:
                 print(f"[alignflow] {name}: computed in {seconds:.1f}s (run {result.mlflow_run_id})", flush=True)
                 reports.append(StageReport(name, "computed", seconds, result))
         return reports
-
-    def _result(self, name: str) -> StageResult:
-        return next(future.state.result() for planned, future, _ in self.submitted if planned.stage.name == name)
 
 
 def task_runner(config: PipelineConfig):
