@@ -26,7 +26,7 @@ from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.rl import ppo_math as pm
 from alignflow.rl.ppo_trainer import PPOTrainer
 from alignflow.rl.rollout import generate, response_logprobs, response_values, sequence_scores
-from alignflow.schemas.config import PPOStageConfig
+from alignflow.schemas.stages.ppo import PPOStageConfig
 from alignflow.training.sft_data import PromptTemplate
 
 

@@ -31,7 +31,7 @@ from alignflow.data.families import FIELD_LABELS, build_families
 from alignflow.data.instructions import demo_family_rows
 from alignflow.demo.model import build_llama
 from alignflow.demo.tokenizer import train_tokenizer
-from alignflow.schemas.config import MixingConfig, SFTStageConfig
+from alignflow.schemas.stages.sft import MixingConfig, SFTStageConfig
 from alignflow.tasks.sft import tokenize_table, trainer_arguments, training_stream
 from alignflow.training.callbacks import MlflowMetrics, ProgressBar
 from alignflow.training.sft_data import PromptTemplate

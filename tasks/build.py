@@ -22,7 +22,8 @@ from alignflow.data.tables import (
 )
 from alignflow.pipeline.caching import sha256_file
 from alignflow.pipeline.stage import InstructionData, StageOutput, StageRun, stage
-from alignflow.schemas.config import BuildConfig, PipelineConfig
+from alignflow.schemas.config import PipelineConfig
+from alignflow.schemas.stages.build import BuildConfig
 from alignflow.tracking.runs import log_table_input
 
 

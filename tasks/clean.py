@@ -29,8 +29,9 @@ from alignflow.data.tables import (
 )
 from alignflow.pipeline.caching import sha256_file
 from alignflow.pipeline.stage import InstructionData, StageOutput, StageResult, StageRun, stage
-from alignflow.schemas.config import CleanConfig, PipelineConfig
+from alignflow.schemas.config import PipelineConfig
 from alignflow.schemas.instruction import RejectedRow
+from alignflow.schemas.stages.clean import CleanConfig
 from alignflow.tracking.runs import log_table_input
 
 # (upstream stage, its output holding instruction rows), in priority order: on duplicates the

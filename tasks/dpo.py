@@ -12,7 +12,7 @@ import mlflow
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
-from alignflow.schemas.config import DPOStageConfig
+from alignflow.schemas.stages.dpo import DPOStageConfig
 from alignflow.tracking.model_card import publish_model
 from alignflow.tracking.plots import line_plot
 from alignflow.training.checkpoints import (

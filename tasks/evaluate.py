@@ -20,7 +20,8 @@ import pandas as pd
 from alignflow.errors import DataError
 from alignflow.evaluation.spec import load_task, task_files_digest_inputs
 from alignflow.pipeline.stage import EvalResults, ModelRef, StageOutput, StageResult, StageRun, stage
-from alignflow.schemas.config import EvaluateConfig, PipelineConfig
+from alignflow.schemas.config import PipelineConfig
+from alignflow.schemas.stages.evaluate import EvaluateConfig
 from alignflow.tracking.plots import accuracy_vs_k, heatmap
 from alignflow.tracking.runs import log_table_input
 

@@ -18,7 +18,7 @@ import pandas as pd
 from alignflow.data.tables import read_table
 from alignflow.errors import ConfigError, DataError
 from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
-from alignflow.schemas.config import PPOStageConfig
+from alignflow.schemas.stages.ppo import PPOStageConfig
 from alignflow.tracking.model_card import publish_model
 from alignflow.tracking.plots import line_plot
 from alignflow.training.checkpoints import carry_over_metrics, checkpoint_dir, remove_checkpoints

@@ -26,7 +26,8 @@ from alignflow.data.tables import check_rejected_fraction, read_table, rejects, 
 from alignflow.errors import DataError
 from alignflow.pipeline.fanout import batch_shards, fan_out
 from alignflow.pipeline.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
-from alignflow.schemas.config import PipelineConfig, PreferencesConfig
+from alignflow.schemas.config import PipelineConfig
+from alignflow.schemas.stages.preferences import PreferencesConfig
 from alignflow.tracking.runs import log_table_input
 
 

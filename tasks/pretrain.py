@@ -16,7 +16,8 @@ import pandas as pd
 from alignflow.pipeline.caching import folder_fingerprint
 from alignflow.pipeline.stage import ModelRef, StageOutput, StageRun, stage
 from alignflow.progress import StepProgress
-from alignflow.schemas.config import BaseModelSource, PipelineConfig
+from alignflow.schemas.config import PipelineConfig
+from alignflow.schemas.stages.pretrain import BaseModelSource
 from alignflow.tracking.plots import line_plot
 from alignflow.tracking.runs import log_table_input
 

@@ -13,7 +13,7 @@ import numpy as np
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
-from alignflow.schemas.config import RewardModelConfig
+from alignflow.schemas.stages.reward_model import RewardModelConfig
 from alignflow.tracking.model_card import publish_model
 from alignflow.tracking.plots import histogram, line_plot
 from alignflow.training.checkpoints import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.rl.group_rl import train_group_rl
-from alignflow.schemas.config import GroupRLStageConfig
+from alignflow.schemas.stages.group_rl import GroupRLStageConfig
 
 
 @stage("rloo", result=ModelRef, loads_models=True)

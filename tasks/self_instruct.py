@@ -45,7 +45,8 @@ from alignflow.data.tables import (
 from alignflow.pipeline.caching import folder_fingerprint
 from alignflow.pipeline.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
 from alignflow.progress import StepProgress
-from alignflow.schemas.config import PipelineConfig, SelfInstructConfig
+from alignflow.schemas.config import PipelineConfig
+from alignflow.schemas.stages.self_instruct import SelfInstructConfig
 from alignflow.tracking.runs import log_table_input
 
 STAGE_NAME = "self_instruct"

@@ -22,7 +22,7 @@ from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.models.loading import Placement, resolve_placement, trainer_precision
 from alignflow.pipeline.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
-from alignflow.schemas.config import SFTStageConfig
+from alignflow.schemas.stages.sft import SFTStageConfig
 from alignflow.tracking.model_card import publish_model
 from alignflow.tracking.plots import line_plot
 from alignflow.training.checkpoints import (

@@ -23,7 +23,7 @@ from alignflow.data.tables import (
 )
 from alignflow.errors import DataError
 from alignflow.pipeline.stage import InstructionData, StageOutput, StageResult, StageRun, stage
-from alignflow.schemas.config import ValidateConfig
+from alignflow.schemas.stages.validate import ValidateConfig
 from alignflow.tracking.plots import count_panels
 from alignflow.tracking.runs import log_table_input
 

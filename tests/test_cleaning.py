@@ -29,8 +29,8 @@ from alignflow.data.cleaning import (
     script_of,
     tokens,
 )
-from alignflow.schemas.config import CleanConfig
 from alignflow.schemas.instruction import INSTRUCTION_COLUMNS
+from alignflow.schemas.stages.clean import CleanConfig
 
 POLICIES = ("keep", "halfwidth", "fullwidth_in_cjk")
 SAMPLES = ["你好, 世界!真的?!", "Hello， world！", "ＡＢＣ１２３ ﬁne", "中文(English)说明", "版本3.5很好.", "等等……",

@@ -43,15 +43,13 @@ def test_an_old_field_name_says_the_new_one(tmp_path):
 
 
 def test_trainers_share_one_set_of_names():
-    from alignflow.schemas.config import (
-        DPOStageConfig,
-        GroupRLStageConfig,
-        PPOStageConfig,
-        PretrainTrainingConfig,
-        RewardModelConfig,
-        SFTStageConfig,
-        TrainerSettings,
-    )
+    from alignflow.schemas.stages.dpo import DPOStageConfig
+    from alignflow.schemas.stages.group_rl import GroupRLStageConfig
+    from alignflow.schemas.stages.ppo import PPOStageConfig
+    from alignflow.schemas.stages.pretrain import PretrainTrainingConfig
+    from alignflow.schemas.stages.reward_model import RewardModelConfig
+    from alignflow.schemas.stages.sft import SFTStageConfig
+    from alignflow.schemas.trainer import TrainerSettings
 
     shared = set(TrainerSettings.model_fields)
     for trainer in (PretrainTrainingConfig, SFTStageConfig, RewardModelConfig, DPOStageConfig, PPOStageConfig,
@@ -99,7 +97,8 @@ def test_config_is_frozen():
 
 
 def test_every_field_has_a_description():
-    from alignflow.schemas.config import PipelineConfig, Section
+    from alignflow.schemas.config import PipelineConfig
+    from alignflow.schemas.trainer import Section
 
     def walk(model: type) -> list[str]:
         missing = []
@@ -122,3 +121,22 @@ def test_cli_validate(tmp_path, capsys):
     bad = write(tmp_path, "name: x\nstages:\n  pretrain:\n    tokenizer:\n      vocab_size: many\n")
     assert main(["validate", str(bad)]) == 2
     assert "stages.pretrain.tokenizer.vocab_size: Input should be a valid integer" in capsys.readouterr().err
+
+
+def test_each_stage_section_sits_in_the_schemas_module_of_its_stage_name():
+    """tasks/<stage>.py takes its section from schemas/stages/<stage>.py (GRPO and RLOO share one)."""
+    import importlib
+    import typing
+
+    from alignflow.pipeline.stage import Stage
+
+    shared = {"grpo": "group_rl", "rloo": "group_rl"}
+    found = {}
+    for path in sorted((Path(__file__).resolve().parents[1] / "tasks").glob("*.py")):
+        module = importlib.import_module(f"alignflow.tasks.{path.stem}")
+        for value in vars(module).values():
+            if isinstance(value, Stage) and value.fn.__module__ == module.__name__:
+                section = next(iter(typing.get_type_hints(value.fn).values()))
+                found[path.stem] = section.__module__
+    assert len(found) == 13
+    assert found == {name: f"alignflow.schemas.stages.{shared.get(name, name)}" for name in found}

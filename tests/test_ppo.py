@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassifi
 
 from alignflow.rl.ppo_trainer import PPOTrainer
 from alignflow.rl.rollout import rollout, sequence_scores
-from alignflow.schemas.config import PPOStageConfig
+from alignflow.schemas.stages.ppo import PPOStageConfig
 
 PROMPTS = ["指令：计算两个数的和\n输入：3, 4\n输出：", "Input: apple\nOutput:", "好", "指令：写这条评论的人满意吗？\n输入："]
 

@@ -34,8 +34,9 @@ from alignflow.demo.pretraining import LoopSettings, pack_blocks, train_causal_l
 from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.pipeline.runner import StageCall, run_stage_task
 from alignflow.pipeline.stage import ModelRef
-from alignflow.schemas.config import PipelineConfig, SelfInstructConfig
+from alignflow.schemas.config import PipelineConfig
 from alignflow.schemas.instruction import InstructionRow, RejectedRow
+from alignflow.schemas.stages.self_instruct import SelfInstructConfig
 from alignflow.tasks.self_instruct import Candidate, Writers, bootstrap, self_instruct, validated_rows
 from alignflow.tracking import runs as tracking
 

@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from alignflow.schemas.config import SFTStageConfig
+from alignflow.schemas.stages.sft import SFTStageConfig
 from alignflow.tasks.sft import trainer_arguments
 from alignflow.training.checkpoints import resume_point
 from alignflow.training.sft_trainer import AlignflowSFTTrainer

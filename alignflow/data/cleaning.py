@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from alignflow.data.minhash import near_duplicates
-from alignflow.schemas.config import CleanConfig
+from alignflow.schemas.stages.clean import CleanConfig
 
 TEXT_FIELDS = ("instruction", "input", "output")
 RULES = ("empty_output", "output_mismatch", "too_short", "too_long", "blocklist", "label_not_allowed",

@@ -12,7 +12,7 @@ import mlflow
 
 from alignflow.data.tables import read_table
 from alignflow.pipeline.stage import StageOutput, StageResult, StageRun
-from alignflow.schemas.config import GroupRLStageConfig
+from alignflow.schemas.stages.group_rl import GroupRLStageConfig
 from alignflow.tracking.model_card import publish_model
 from alignflow.training.checkpoints import (
     carry_over_metrics,

@@ -27,7 +27,7 @@ from alignflow.models.generation import row_seeds
 from alignflow.models.loading import response_stop_ids
 from alignflow.rl import ppo_math as pm
 from alignflow.rl.rollout import RewardFunction, response_logprobs, response_values, rollout
-from alignflow.schemas.config import PPOStageConfig
+from alignflow.schemas.stages.ppo import PPOStageConfig
 from alignflow.training.stability import check_finite
 
 

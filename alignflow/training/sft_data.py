@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from alignflow.schemas.config import SFTStageConfig
+    from alignflow.schemas.stages.sft import SFTStageConfig
 
 IGNORE = -100
 
