@@ -25,11 +25,32 @@ METHODS = {"grpo": ("GRPOTrainer", "GRPOConfig", "GRPO (group-relative policy op
            "rloo": ("RLOOTrainer", "RLOOConfig", "RLOO (REINFORCE leave-one-out)")}
 
 
+def group_rl_trainer(method: str, policy, tokenizer, prompts: list[str], rewards: list, settings: GroupRLStageConfig,
+                     output_dir, *, seed: int, precision: dict, reward_tokenizers: list | None = None,
+                     callbacks: list | None = None):
+    """TRL's GRPO or RLOO trainer of `policy` on `prompts` with `settings`; `rewards` are reward models
+    (each with its tokenizer in `reward_tokenizers`) or functions `(completions, completion_ids, ...) ->
+    list[float]`, as TRL takes them; `precision` is alignflow.models.loading.trainer_precision's."""
+    import trl
+    from datasets import Dataset
+
+    trainer_name, config_name, _ = METHODS[method]
+    args = getattr(trl, config_name)(
+        output_dir=str(output_dir), max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
+        num_generations=settings.num_generations, learning_rate=settings.learning_rate, beta=settings.beta,
+        warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
+        max_completion_length=settings.max_completion_length, temperature=settings.temperature,
+        logging_steps=settings.logging_steps, save_strategy="steps", save_steps=settings.save_steps,
+        save_total_limit=2, seed=seed, **precision)
+    return getattr(trl, trainer_name)(model=policy, reward_funcs=rewards, args=args,
+                                      reward_processing_classes=reward_tokenizers,
+                                      train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
+                                      callbacks=callbacks)
+
+
 def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model: StageResult,
                    preferences: StageResult, run: StageRun) -> StageOutput:
     """GRPO or RLOO (the stage's name says which) of the SFT model against the reward model."""
-    import trl
-    from datasets import Dataset
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
@@ -47,7 +68,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
 
     transformers_logging.disable_progress_bar()
     method = run.name
-    trainer_name, config_name, title = METHODS[method]
+    trainer_name, _, title = METHODS[method]
     sft_path, reward_path = sft.outputs["model"], reward_model.outputs["model"]
     preference_outputs = preferences.outputs
     prompts = sorted(set(read_table(preference_outputs["pairs_train"])["prompt"]))
@@ -63,20 +84,10 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     checkpoints = checkpoint_dir(run.config, method, run.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
-    args = getattr(trl, config_name)(
-        output_dir=str(checkpoints), max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
-        num_generations=settings.num_generations, learning_rate=settings.learning_rate, beta=settings.beta,
-        warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
-        max_completion_length=settings.max_completion_length, temperature=settings.temperature,
-        logging_steps=settings.logging_steps, save_strategy="steps", save_steps=settings.save_steps,
-        save_total_limit=2, seed=run.config.seed,
-        **trainer_precision(placement, settings.gradient_checkpointing))
     metrics_callback = MlflowMetrics()
-    trainer = getattr(trl, trainer_name)(model=policy, reward_funcs=[reward_model], args=args,
-                                         reward_processing_classes=[reward_tokenizer],
-                                         train_dataset=Dataset.from_dict({"prompt": prompts}),
-                                         processing_class=tokenizer,
-                                         callbacks=[metrics_callback, ProgressBar(method)])
+    trainer = group_rl_trainer(method, policy, tokenizer, prompts, [reward_model], settings, checkpoints,
+                               seed=run.config.seed, precision=trainer_precision(placement, settings.gradient_checkpointing),
+                               reward_tokenizers=[reward_tokenizer], callbacks=[metrics_callback, ProgressBar(method)])
     trainer.remove_callback(PrinterCallback)
     log_models(policy=trainer.model, reward=reward_model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
