@@ -8,9 +8,9 @@ rather than a silently ignored setting.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from alignflow.schemas.stages.build import BuildConfig
 from alignflow.schemas.stages.clean import CleanConfig
@@ -109,6 +109,15 @@ class ExecutionConfig(Section):
 
 
 LAUNCHABLE_STAGES = ("sft", "reward_model", "dpo", "grpo", "rloo", "ppo")
+SWEEPABLE_STAGES = ("dpo", "ppo", "grpo", "rloo")  # the preference methods of the reward-KL frontier
+
+
+def _swept(section: Section, name: str, value: Any) -> Section:
+    """`section` with `name` set to `value`, validated, and not registered (a sweep point)."""
+    data = {**section.model_dump(), name: value}
+    if "register_model" in type(section).model_fields:
+        data["register_model"] = False
+    return type(section).model_validate(data)
 
 
 class StagesConfig(Section):
@@ -157,6 +166,18 @@ class PipelineConfig(Section):
     cache: CacheConfig = CacheConfig()
     execution: ExecutionConfig = ExecutionConfig()
     stages: StagesConfig = StagesConfig()
+    sweeps: dict[str, dict[str, list[Any]]] = Field(
+        {},
+        description="Extra runs of a preference stage with one field changed, e.g. {dpo: {beta: [0.05, 0.3]}, ppo: "
+        "{kl_coef: [0.2]}}: each value is one more run of the stage (named dpo-beta-0.3: its own cache key, "
+        "folder and MLflow run; not registered), beside the configured one, for the reward-KL frontier.",
+    )
+
+    def sweep_points(self, stage: str) -> list[tuple[str, Section]]:
+        """(label, section) of each extra run `sweeps` asks of `stage`: label `<field>-<value>`."""
+        section = getattr(self.stages, stage)
+        return [(f"{name}-{value}", _swept(section, name, value)) for name, values in self.sweeps.get(stage, {}).items()
+                for value in values]
 
     @property
     def base_source(self) -> BaseModelSource:
@@ -169,6 +190,27 @@ class PipelineConfig(Section):
             raise ValueError("set either base_model or stages.pretrain, not both")
         if not self.base_model and not self.stages.pretrain:
             raise ValueError("set base_model (hub id or folder) or stages.pretrain (build the demo model)")
+        return self
+
+    @model_validator(mode="after")
+    def _sweeps_valid(self) -> PipelineConfig:
+        for stage, fields in self.sweeps.items():
+            if stage not in SWEEPABLE_STAGES:
+                raise ValueError(f"sweeps.{stage}: only {', '.join(SWEEPABLE_STAGES)} can be swept")
+            section = getattr(self.stages, stage)
+            if section is None:
+                raise ValueError(f"sweeps.{stage}: stages.{stage} is not configured")
+            for name, values in fields.items():
+                if name not in type(section).model_fields:
+                    raise ValueError(f"sweeps.{stage}.{name}: stages.{stage} has no field {name}")
+                if not values:
+                    raise ValueError(f"sweeps.{stage}.{name}: give at least one value")
+                for value in values:
+                    try:
+                        _swept(section, name, value)
+                    except ValidationError as error:
+                        reason = error.errors()[0]["msg"]
+                        raise ValueError(f"sweeps.{stage}.{name}: {value!r} is not valid ({reason})") from None
         return self
 
     @model_validator(mode="after")

@@ -32,18 +32,22 @@ def final_evaluation(trainer, history: dict[str, list[tuple[int, float]]]) -> di
 
 
 @stage("dpo", result=ModelRef, loads_models=True)
-def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, run: StageRun) -> StageOutput:
-    """Direct preference optimisation of the SFT model (TRL DPOTrainer), the SFT model as reference."""
+def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, reward_model: ModelRef | None = None,
+              *, run: StageRun) -> StageOutput:
+    """Direct preference optimisation of the SFT model (TRL DPOTrainer), the SFT model as reference.
+    With a reward model configured, DPO's policy is also measured as PPO's is (held-out reward-model
+    score and KL to SFT), which puts it on the same reward-KL frontier."""
     from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
     from trl import DPOConfig, DPOTrainer
 
-    from alignflow.evaluation.comparisons import compare_policies
+    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison
     from alignflow.models.loading import (
         load_causal_lm,
         load_tokenizer,
+        reward_model_and_tokenizer,
         save_model,
         stage_placement,
         trainer_precision,
@@ -111,6 +115,10 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
         metrics |= {"oracle_win_rate_vs_sft": duel.win_rate, "oracle_wins": duel.wins, "oracle_losses": duel.losses,
                     "oracle_ties": duel.ties, "oracle_score_dpo": duel.score_a, "oracle_score_sft": duel.score_b,
                     "exact_match_dpo": duel.exact_a, "exact_match_sft": duel.exact_b}
+        if reward_model is not None:
+            scorer, _ = reward_model_and_tokenizer(reward_model.model, placement)
+            metrics |= held_out_comparison(policy, reference, scorer, tokenizer, eval_prompts,
+                                           max_new_tokens=cfg.heldout_max_new_tokens, policy_name="dpo")
     history = metrics_callback.history
     line_plot(out / "reward_margins.png", "DPO implicit reward margin", "step", "margin",
               {"train": history.get("rewards/margins", []), "held out": history.get("eval_rewards/margins", [])})

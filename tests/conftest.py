@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="alignflow-tests-"))
 # Before anything imports prefect: this process's ephemeral Prefect server lives here.
@@ -22,6 +23,7 @@ configure_environment(_SESSION_HOME)
 # server of this process and never set PREFECT_API_URL for the subprocesses the tests start.
 import prefect  # noqa: E402, F401
 from helpers import (  # noqa: E402
+    SWEEPS,
     TINY_TEXTS,
     TINY_VOCAB,
     TRAINING_STAGES,
@@ -44,7 +46,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def training_project(tmp_path_factory) -> TrainedProject:
     """One project with every stage run (smoke + LoRA SFT, preferences, reward model, DPO, PPO,
-    GRPO, RLOO, evaluate). Tests that change it restore its config; later runs add runs, so
+    GRPO, RLOO, evaluate, and the sweep points in SWEEPS). Tests that change it restore its config; later runs add runs, so
     address the first one through `parent_run_id`."""
     from mlflow.tracking import MlflowClient
 
@@ -58,6 +60,9 @@ def training_project(tmp_path_factory) -> TrainedProject:
             stages[name] = {**stages.get(name, {}), **settings}
 
     edit_config(path, add_stages)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["sweeps"] = SWEEPS
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     result = run_cli(["run", "configs/prefs.yaml"], folder, folder / ".prefect")
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")

@@ -96,12 +96,16 @@ TRAINING_STAGES = {
     "preferences": {"tasks": ["add", "reverse"], "num_samples": 4, "max_new_tokens": 8, "eval_prompts": 8,
                     "heldout_fraction": 0.25},
     "reward_model": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3},
-    "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6},
+    "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6,
+            "heldout_max_new_tokens": 6},
     "ppo": {"max_steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
             "sample_every": 2, "learning_rate": 1e-4},
     "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
     "rloo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
 }
+
+# One more run of two methods (the reward-KL frontier's sweep points), beside the configured ones.
+SWEEPS = {"dpo": {"beta": [0.5]}, "grpo": {"beta": [0.2]}}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import REPO
 
 from alignflow.cli import main
@@ -140,3 +141,35 @@ def test_each_stage_section_sits_in_the_schemas_module_of_its_stage_name():
                 found[path.stem] = section.__module__
     assert len(found) == 13
     assert found == {name: f"alignflow.schemas.stages.{shared.get(name, name)}" for name in found}
+
+
+def sweep_config(sweeps: dict) -> dict:
+    data = yaml.safe_load(Path("configs/smoke.yaml").read_text(encoding="utf-8"))
+    data["stages"]["dpo"] = {"beta": 0.1}
+    data["sweeps"] = sweeps
+    return data
+
+
+def test_sweep_points_change_one_field_and_are_not_registered():
+    from alignflow.schemas.config import PipelineConfig
+
+    config = PipelineConfig.model_validate(sweep_config({"dpo": {"beta": [0.05, 0.3], "loss_type": ["ipo"]}}))
+    points = config.sweep_points("dpo")
+    assert [label for label, _ in points] == ["beta-0.05", "beta-0.3", "loss_type-ipo"]
+    assert [(s.beta, s.loss_type, s.register_model) for _, s in points] == [
+        (0.05, "sigmoid", False), (0.3, "sigmoid", False), (0.1, "ipo", False)]
+    assert config.stages.dpo.register_model and config.sweep_points("ppo") == []
+
+
+@pytest.mark.parametrize(("sweeps", "message"), [
+    ({"sft": {"learning_rate": [0.1]}}, "sweeps.sft: only dpo, ppo, grpo, rloo can be swept"),
+    ({"ppo": {"kl_coef": [0.1]}}, "sweeps.ppo: stages.ppo is not configured"),
+    ({"dpo": {"betta": [0.1]}}, "sweeps.dpo.betta: stages.dpo has no field betta"),
+    ({"dpo": {"beta": []}}, "sweeps.dpo.beta: give at least one value"),
+    ({"dpo": {"beta": [-1]}}, r"sweeps.dpo.beta: -1 is not valid \(Input should be greater than 0\)"),
+])
+def test_a_bad_sweep_names_stage_field_and_value(sweeps, message):
+    from alignflow.schemas.config import PipelineConfig
+
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig.model_validate(sweep_config(sweeps))

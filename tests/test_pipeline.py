@@ -227,6 +227,20 @@ def test_a_graph_that_calls_a_stage_twice_is_an_error():
         plan_pipeline(twice, load_config(SMOKE))
 
 
+def test_a_variant_is_the_same_stage_under_its_own_name():
+    import pickle
+
+    from alignflow.tasks.dpo import train_dpo
+
+    variant = train_dpo.variant("beta-0.3")
+    assert (variant.name, variant.base, variant.inputs, variant.fn) == ("dpo-beta-0.3", "dpo", train_dpo.inputs,
+                                                                         train_dpo.fn)
+    assert variant.variant("beta-0.5").name == "dpo-beta-0.5"
+    restored = pickle.loads(pickle.dumps(variant))  # as a worker process or launched job gets it
+    assert (restored.name, restored.base) == ("dpo-beta-0.3", "dpo")
+    assert pickle.loads(pickle.dumps(train_dpo)) is train_dpo
+
+
 def test_the_task_body_takes_the_key_prefect_computed(smoke):
     """stage_task_key's key reaches the body through Prefect's transaction; outside one (or when
     the key function failed) the body computes it."""

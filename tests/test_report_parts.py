@@ -96,3 +96,34 @@ def test_report_escapes_text_and_keeps_chinese(store):
     assert "samples/&lt;step&gt;.json" in html and "name: 演示 &lt;x&gt;" in html
     assert '<td class="num">0.1235</td>' in html
     assert html_table(["a"], [["<i>"]]).count("&lt;i&gt;") == 1
+
+
+def test_frontier_points_come_from_every_held_out_comparison():
+    from alignflow.evaluation.comparisons import FrontierPoint, frontier_points
+
+    runs = [("sft", {"train_loss": 1.0}),
+            ("ppo", {"heldout_reward_ppo": 3.0, "heldout_reward_sft": 1.0, "heldout_kl_to_sft": 2.0,
+                     "oracle_win_rate_vs_sft": 0.7}),
+            ("dpo-beta-0.5", {"heldout_reward_dpo": 1.5, "heldout_reward_sft": 1.0, "heldout_kl_to_sft": 0.5}),
+            ("dpo", {"heldout_reward_dpo": 2.0, "heldout_reward_sft": 1.0, "heldout_kl_to_sft": 1.0,
+                     "oracle_win_rate_vs_sft": 0.6}),
+            ("dpo-no-reward-model", {"oracle_win_rate_vs_sft": 0.6})]
+    assert frontier_points(runs) == [FrontierPoint("dpo", "dpo-beta-0.5", 0.5, 0.5, None),
+                                     FrontierPoint("dpo", "dpo", 1.0, 1.0, 0.6),
+                                     FrontierPoint("ppo", "ppo", 2.0, 2.0, 0.7)]
+
+
+def test_report_shows_the_frontier(store, tmp_path):
+    from alignflow.evaluation.comparisons import FrontierPoint
+    from alignflow.tracking.plots import frontier_plot
+    from alignflow.tracking.report import Frontier
+
+    client, ids = store
+    graph = build_lineage(client, ids["first"])
+    points = [FrontierPoint("dpo", "dpo", 1.0, 1.0, 0.6), FrontierPoint("dpo", "dpo-beta-0.5", 0.5, 0.5, None)]
+    png = frontier_plot(tmp_path / "frontier.png", points).read_bytes()
+    assert png.startswith(b"\x89PNG")
+    html = render_report(graph, lineage_svg(graph), [], started="today", config_text=None,
+                         frontier=Frontier(points, png))
+    assert 'id="frontier"' in html and "dpo-beta-0.5" in html and 'href=#frontier' in html
+    assert 'id="frontier"' not in render_report(graph, lineage_svg(graph), [], started="today", config_text=None)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from helpers import (
     TrainedProject,
+    config_variant,
     edit_config,
     metric_steps,
     project_store,
@@ -185,9 +186,32 @@ def test_grpo_and_rloo_use_the_same_reward_model_and_held_out_measure(training_p
     assert f"smoke-{method}" in {m.name for m in mlflow.search_registered_models()}
 
 
-def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(project, capsys):
-    edit_config(project / "configs" / "prefs.yaml", lambda stages: stages["dpo"].update(beta=0.3))
-    result = run_in_this_process(["run", "configs/prefs.yaml"], project, capsys)
+def test_sweep_points_run_beside_their_method_and_draw_the_reward_kl_frontier(training_project):
+    """sweeps: {dpo: {beta: [0.5]}, grpo: {beta: [0.2]}} adds the stage runs dpo-beta-0.5 and
+    grpo-beta-0.2 (not registered), measured as their method is; the parent run holds the frontier."""
+    mlflow = project_store(training_project.folder)
+    for stage, method, field, value in (("dpo-beta-0.5", "dpo", "beta", "0.5"), ("grpo-beta-0.2", "grpo", "beta", "0.2")):
+        run = first_run(training_project, stage)
+        assert run.data.params[field] == value and run.data.params["register_model"] == "False"
+        for key in (f"heldout_reward_{method}", "heldout_reward_sft", "heldout_kl_to_sft", "oracle_win_rate_vs_sft"):
+            assert key in run.data.metrics, (stage, key)
+        assert f"reward_model:{first_run(training_project, 'reward_model').info.run_id}" in run.data.tags[TAG_UPSTREAM]
+    assert not {"smoke-dpo-beta-0.5", "smoke-grpo-beta-0.2"} & {m.name for m in mlflow.search_registered_models()}
+    parent = training_project.parent_run_id
+    folder = mlflow.download_artifacts(parent, "frontier.json", str(training_project.folder / "downloaded"))
+    points = json.loads(Path(folder).read_text(encoding="utf-8"))
+    assert sorted((p["method"], p["stage"]) for p in points) == [
+        ("dpo", "dpo"), ("dpo", "dpo-beta-0.5"), ("grpo", "grpo"), ("grpo", "grpo-beta-0.2"), ("ppo", "ppo"),
+        ("rloo", "rloo")]
+    assert all(p["win_rate"] is not None and p["kl_to_sft"] == p["kl_to_sft"] for p in points)
+    assert "frontier.png" in {a.path for a in mlflow.list_artifacts(parent)}
+    report = Path(mlflow.download_artifacts(parent, "report.html", str(training_project.folder / "downloaded")))
+    assert 'id="frontier"' in report.read_text(encoding="utf-8")
+
+
+def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(training_project, project, capsys):
+    config = config_variant(training_project, "dpo-beta", "dpo", lambda dpo: dpo.update(beta=0.3))
+    result = run_in_this_process(["run", config], project, capsys)
     assert result.returncode == 0, result.stdout + result.stderr
     found = stage_statuses(result.stdout)
     assert {k: found[k] for k in ("sft", "preferences", "reward_model", "ppo", "grpo", "rloo")} == dict.fromkeys(
@@ -215,7 +239,7 @@ def write_jsonl(path: Path, rows: list) -> str:
     return str(path)
 
 
-def test_rankings_file_and_imports_through_the_stage_reject_bad_rows_with_reasons(project, capsys):
+def test_rankings_file_and_imports_through_the_stage_reject_bad_rows_with_reasons(training_project, project, capsys):
     ids = list(pd.read_parquet(next((project / "artifacts" / "validate").glob("validate-*")) / "train.parquet")["id"])
     rankings = write_jsonl(project / "data" / "rankings.jsonl", [
         {"prompt_id": ids[0], "responses": ["7", "8", "九"], "ranks": [1, 2, 3]},          # good: 3 pairs
@@ -237,8 +261,8 @@ def test_rankings_file_and_imports_through_the_stage_reject_bad_rows_with_reason
                                      imports=[{"format": "hh", "path": hh}, {"format": "ultrafeedback",
                                                                             "path": ultrafeedback}])
 
-    edit_config(project / "configs" / "prefs.yaml", use_rankings)
-    result = run_in_this_process(["run", "configs/prefs.yaml", "--only", "preferences"], project, capsys)
+    config = config_variant(training_project, "rankings", None, lambda whole: use_rankings(whole["stages"]))
+    result = run_in_this_process(["run", config, "--only", "preferences"], project, capsys)
     assert result.returncode == 0, result.stdout + result.stderr
     out = output_dir(project, "preferences")
     rejected = pd.read_parquet(out / "rejected.parquet")

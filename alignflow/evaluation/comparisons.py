@@ -84,3 +84,32 @@ def compare_policies(policy, reference_policy, tokenizer, prompts: pd.DataFrame,
     result = head_to_head(answers, baseline, list(prompts["reference"]))
     table = prompts.assign(answer=answers, baseline_answer=baseline)
     return result, table
+
+
+FRONTIER_METHODS = ("dpo", "ppo", "grpo", "rloo")  # the `policy_name`s of held_out_comparison
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One post-trained policy on the reward-KL plane (the DPO paper's Figure 2 for this pipeline)."""
+
+    method: str  # dpo, ppo, grpo, rloo
+    stage: str  # the stage run: the method's own, or a sweep point (dpo-beta-0.3)
+    kl_to_sft: float  # nats per response, on the policy's own held-out samples
+    reward_gain: float  # held-out reward-model score minus the SFT policy's, same prompts and seeds
+    win_rate: float | None  # oracle win rate against SFT, when measured
+
+
+def frontier_points(runs: list[tuple[str, dict[str, float]]]) -> list[FrontierPoint]:
+    """The points of every (stage, metrics) that holds a held-out comparison (`held_out_comparison`'s
+    keys), by method and KL."""
+    points = []
+    for stage, metrics in runs:
+        methods = [m for m in FRONTIER_METHODS if f"heldout_reward_{m}" in metrics]
+        if "heldout_kl_to_sft" not in metrics or "heldout_reward_sft" not in metrics or len(methods) != 1:
+            continue
+        method = methods[0]
+        points.append(FrontierPoint(method, stage, metrics["heldout_kl_to_sft"],
+                                    metrics[f"heldout_reward_{method}"] - metrics["heldout_reward_sft"],
+                                    metrics.get("oracle_win_rate_vs_sft")))
+    return sorted(points, key=lambda p: (p.method, p.kl_to_sft))

@@ -77,7 +77,7 @@ def run_launched(stage, config: PipelineConfig, section, inputs: dict, out_dir: 
     request_file = folder / "request.json"
     section_type = type(section)
     request_file.write_text(json.dumps({
-        "stage": [stage.fn.__module__, stage.fn.__name__],
+        "stage": list(stage.__reduce__()[1]),  # module, function, variant label
         "config": config.model_dump(mode="json", by_alias=True),
         "section": [section_type.__module__, section_type.__qualname__, section.model_dump(mode="json")],
         "inputs": {name: [type(result).__module__, type(result).__qualname__, result.model_dump(mode="json")]

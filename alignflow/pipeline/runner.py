@@ -171,7 +171,7 @@ def key_section(stage: Stage, section: Any, config: PipelineConfig) -> Any:
 
         keyed = {"section": keyed, "device": config.execution.device, "dtype": config.execution.dtype,
                  "chat_template": template_text(config.chat_template)}
-    if launched(stage.name, config):
+    if launched(stage.base, config):
         execution = config.execution
         accelerate_config = Path(execution.accelerate_config) if execution.accelerate_config else None
         keyed = {"section": keyed, "processes": job_processes(config),
@@ -204,7 +204,7 @@ def call_stage(stage: Stage, config: PipelineConfig, section: Any, inputs: dict[
     """The stage's own function, seeded, inside the active MLflow run (here, or in each process of a
     launched job)."""
     seed_everything(config.seed)
-    run = StageRun(stage.name, config, section, dict(inputs), out_dir)
+    run = StageRun(stage.name, config, section, dict(inputs), out_dir, stage.base)
     return stage.fn(section, *[inputs.get(name) for name in stage.inputs], run=run)
 
 
@@ -268,7 +268,7 @@ def run_stage_task(stage: Any, section: Any, inputs: dict[str, StageResult], cal
     with mlflow.start_run(run_id=run_id, nested=True):
         for start in range(0, len(params), 100):
             mlflow.log_params(dict(list(params.items())[start : start + 100]))
-        if launched(stage.name, config):
+        if launched(stage.base, config):
             from alignflow.models.loading import resolve_placement
 
             on_gpu = resolve_placement(config.execution.device, config.execution.dtype).device.startswith("cuda")
@@ -365,7 +365,7 @@ class _Submitter:
         from prefect.utilities.annotations import quote
 
         device = None
-        if self.gpus and stage.loads_models and not launched(stage.name, self.config):
+        if self.gpus and stage.loads_models and not launched(stage.base, self.config):
             gpu = least_busy(self.gpus, self.busy)
             self.busy[gpu] += 1
             device = f"cuda:{gpu}"  # not in the key: any GPU gives the result

@@ -73,6 +73,11 @@ class StageRun:
     section: Any
     upstream: dict[str, StageResult]
     out_dir: Path
+    method: str = ""  # the stage this is a run of: its name, or a sweep point's stage (dpo for dpo-beta-0.3)
+
+    def __post_init__(self) -> None:
+        if not self.method:
+            object.__setattr__(self, "method", self.name)
 
 
 @dataclass
@@ -102,6 +107,17 @@ class Stage:
     result: type[StageResult] = StageResult
     key: Callable[[Any, PipelineConfig], dict] = default_key
     loads_models: bool = False
+    method: str = ""  # a variant's stage (see `variant`); empty for the stage itself
+
+    @property
+    def base(self) -> str:
+        return self.method or self.name
+
+    def variant(self, label: str) -> Stage:
+        """This stage under the name `<stage>-<label>` (e.g. dpo-beta-0.3), so that one graph can run it
+        once per config: each variant has its own cache key, folder, Prefect task run and MLflow run."""
+        return Stage(name=f"{self.base}-{label}", fn=self.fn, result=self.result, key=self.key,
+                     loads_models=self.loads_models, method=self.base)
 
     def __call__(self, section: Any, *inputs: StageResult | None) -> Any:
         engine = ENGINE.get()
@@ -111,7 +127,8 @@ class Stage:
         return engine.call(self, section, dict(zip(self.inputs, inputs, strict=False)))
 
     def __reduce__(self):  # pickled by reference (worker processes import the stage's module)
-        return (import_stage, (self.fn.__module__, self.fn.__name__))
+        label = self.name.removeprefix(f"{self.method}-") if self.method else None
+        return (import_stage, (self.fn.__module__, self.fn.__name__, label))
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -134,8 +151,9 @@ class Stage:
         return dict(inspect.signature(self.fn).parameters)
 
 
-def import_stage(module: str, name: str) -> Stage:
-    return getattr(importlib.import_module(module), name)
+def import_stage(module: str, name: str, variant: str | None = None) -> Stage:
+    found = getattr(importlib.import_module(module), name)
+    return found.variant(variant) if variant else found
 
 
 def stage(name: str, *, result: type[StageResult] = StageResult, key: Callable[[Any, PipelineConfig], dict] = default_key,

@@ -54,7 +54,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
-    from alignflow.evaluation.comparisons import held_out_comparison
+    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison
     from alignflow.models.loading import (
         load_causal_lm,
         load_tokenizer,
@@ -67,7 +67,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
 
     transformers_logging.disable_progress_bar()
-    method = run.name
+    method = run.method
     trainer_name, _, title = METHODS[method]
     sft_path, reward_path = sft.outputs["model"], reward_model.outputs["model"]
     preference_outputs = preferences.outputs
@@ -105,6 +105,11 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
         metrics |= held_out_comparison(trainer.model, reference, reward_model, tokenizer, eval_prompts,
                                        max_new_tokens=settings.max_completion_length,
                                        temperature=settings.temperature, policy_name=method)
+        duel, answers = compare_policies(trainer.model, reference, tokenizer, eval_prompts,
+                                         max_new_tokens=settings.max_completion_length)
+        answers.to_csv(run.out_dir / "win_rate_answers.csv", index=False)
+        metrics |= {"oracle_win_rate_vs_sft": duel.win_rate, f"oracle_score_{method}": duel.score_a,
+                    "oracle_score_sft": duel.score_b}
     metrics = publish_model(run, model_dir, title=f"{method.upper()} policy", base_model=sft_path,
                             metrics=metrics, register=settings.register_model,
                             summary=f"{title} of the SFT model `{sft_path}` against the reward model `{reward_path}` "

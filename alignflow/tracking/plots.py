@@ -117,3 +117,29 @@ def histogram(path: Path, title: str, xlabel: str, values: list[float], bins: in
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def frontier_plot(path: Path, points: list) -> Path:
+    """Held-out reward gain over SFT and oracle win rate against SFT, each against KL to SFT: one
+    line per method through its sweep points (alignflow.evaluation.comparisons.FrontierPoint)."""
+    plt = _pyplot()
+    figure, (reward_axis, win_axis) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for method in sorted({p.method for p in points}):
+        mine = sorted((p for p in points if p.method == method), key=lambda p: p.kl_to_sft)
+        kls = [p.kl_to_sft for p in mine]
+        reward_axis.plot(kls, [p.reward_gain for p in mine], marker="o", label=method)
+        wins = [(p.kl_to_sft, p.win_rate) for p in mine if p.win_rate is not None]
+        if wins:
+            win_axis.plot(*zip(*wins, strict=True), marker="o", label=method)
+    reward_axis.axhline(0, color="#888", linewidth=0.8)
+    win_axis.axhline(0.5, color="#888", linewidth=0.8)
+    reward_axis.set(title="Held-out reward gain over SFT", xlabel="KL to SFT (nats per response)",
+                    ylabel="reward-model score − SFT's")
+    win_axis.set(title="Oracle win rate against SFT", xlabel="KL to SFT (nats per response)", ylabel="win rate")
+    for axis in (reward_axis, win_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

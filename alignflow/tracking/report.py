@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -245,8 +245,24 @@ pre.config{background:#f7f7f9;border:1px solid #e3e3e3;padding:.6rem;overflow-x:
 """
 
 
+def _frontier(frontier: Frontier) -> str:
+    rows = [[p.method, p.stage, p.kl_to_sft, p.reward_gain, p.win_rate] for p in frontier.points]
+    return ('<section id="frontier"><h2>Reward–KL frontier</h2>'
+            f"<figure>{_image(frontier.png, 'image/png', 'reward-KL frontier')}"
+            "<figcaption>Each preference method's policies (the configured one and its sweep points) against "
+            "the SFT policy on held-out prompts: reward-model score gained, oracle win rate, KL to SFT."
+            "</figcaption></figure>"
+            + html_table(["method", "stage", "KL to SFT", "reward gain", "oracle win rate"], rows) + "</section>")
+
+
+@dataclass(frozen=True)
+class Frontier:
+    points: list  # alignflow.evaluation.comparisons.FrontierPoint
+    png: bytes
+
+
 def render_report(graph: LineageGraph, svg: str, sections: list[StageSection], *, started: str,
-                  config_text: str | None) -> str:
+                  config_text: str | None, frontier: Frontier | None = None) -> str:
     """The HTML page (a pure function of what was collected, so it can be tested without a store)."""
     title = f"alignflow report: {graph.pipeline or 'pipeline'} run {graph.parent_run_id}"
     nav = "".join(f'<a href="#stage-{escape(s.node.stage)}">{escape(s.node.stage)}</a>' for s in sections)
@@ -255,10 +271,12 @@ def render_report(graph: LineageGraph, svg: str, sections: list[StageSection], *
             f'<p class="meta">pipeline run <code>{escape(str(graph.parent_run_id))}</code> · experiment '
             f"{escape(graph.experiment)} · started {escape(started)} · {len(sections)} stages "
             f"({computed} computed, {len(sections) - computed} cached)</p>",
-            f'<nav><a href="#summary">summary</a><a href="#lineage">lineage</a>{nav}</nav>',
+            f'<nav><a href="#summary">summary</a><a href="#lineage">lineage</a>'
+            f'{"<a href=#frontier>frontier</a>" if frontier else ""}{nav}</nav>',
             '<section id="summary"><h2>Stages</h2>',
             _summary(sections) if sections else "<p>No stage ran.</p>",
             "</section>", '<section id="lineage"><h2>Lineage</h2>', _lineage(graph, svg), "</section>",
+            *([_frontier(frontier)] if frontier else []),
             *[_stage(s) for s in sections]]
     if config_text:
         body.append('<section id="config"><h2>Configuration</h2>'
@@ -271,17 +289,34 @@ def render_report(graph: LineageGraph, svg: str, sections: list[StageSection], *
 
 
 def build_report(client: MlflowClient, parent_run_id: str, graph: LineageGraph, svg: str) -> str:
+    """The report of a pipeline run; its reward-KL frontier (when any policy was measured against SFT)
+    is also logged on the run as frontier.png and frontier.json."""
     parent = client.get_run(parent_run_id)
     started = datetime.fromtimestamp((parent.info.start_time or 0) / 1000, tz=UTC)
     started_text = started.strftime("%Y-%m-%d %H:%M UTC")
     stages = [n for n in graph.nodes if n.parent_run_id == parent_run_id]
     with tempfile.TemporaryDirectory(prefix="alignflow-report-") as workdir:
         sections = [collect_stage(client, node, Path(workdir) / node.run_id) for node in stages]
+        frontier = publish_frontier(client, parent_run_id, sections, Path(workdir))
         has_config = any(f.path == "config.yaml" for f in client.list_artifacts(parent_run_id))
         with _quiet_downloads():
             config_text = Path(client.download_artifacts(parent_run_id, "config.yaml", workdir)).read_text(
                 encoding="utf-8") if has_config else None
-    return render_report(graph, svg, sections, started=started_text, config_text=config_text)
+    return render_report(graph, svg, sections, started=started_text, config_text=config_text, frontier=frontier)
+
+
+def publish_frontier(client: MlflowClient, parent_run_id: str, sections: list[StageSection],
+                     workdir: Path) -> Frontier | None:
+    from alignflow.evaluation.comparisons import frontier_points
+    from alignflow.tracking.plots import frontier_plot
+
+    points = frontier_points([(s.node.stage, s.metrics) for s in sections])
+    if not points:
+        return None
+    png = frontier_plot(workdir / "frontier.png", points)
+    client.log_artifact(parent_run_id, str(png))
+    client.log_text(parent_run_id, json.dumps([asdict(p) for p in points], indent=1), "frontier.json")
+    return Frontier(points, png.read_bytes())
 
 
 def publish_run_summary(parent_run_id: str, client: MlflowClient | None = None) -> None:

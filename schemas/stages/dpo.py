@@ -23,3 +23,7 @@ class DPOStageConfig(CheckpointedTrainer):
     max_length: int = Field(256, ge=8, description="Longest prompt + response, in tokens.")
     eval_steps: int = Field(25, ge=1, description="Steps between held-out evaluations.")
     win_rate_max_new_tokens: int = Field(16, ge=1, description="Greedy response length for the win rate.")
+    heldout_max_new_tokens: int = Field(
+        16, ge=1, description="Sampled response length of the held-out reward and KL measure (with a reward model); "
+        "set it to PPO's max_new_tokens to compare the two on one frontier."
+    )
