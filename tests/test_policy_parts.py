@@ -79,6 +79,24 @@ def test_reward_scores_do_not_depend_on_padding(reward_model, tokenizer):
     assert pair_accuracy([1.0, 0.0, 2.0], [0.5, 0.0, 3.0]) == pytest.approx(1 / 3)
 
 
+def test_the_group_methods_reward_function_reads_the_reward_model_as_ppo_does(reward_model, tokenizer):
+    """GRPO/RLOO's reward of [prompt; completion ids] is PPO's sequence score of the same ids: at the
+    eos when the response ended with one (as the reward model was trained), else at its last token."""
+    from alignflow.rl.rollout import sequence_scores
+    from alignflow.training.reward import reward_function
+
+    prompts = ["指令：计算两个数的和\n输入：3, 4\n输出：", "Input: apple\nOutput:"]
+    finished = tokenizer("7", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    cut_off = tokenizer(" elppa elppa", add_special_tokens=False)["input_ids"]
+    rewards = reward_function(reward_model, tokenizer)(prompts, ["7", " elppa elppa"], [finished, cut_off])
+    for prompt, ids, reward in zip(prompts, [finished, cut_off], rewards, strict=True):
+        query = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+        response = torch.tensor([ids])
+        expected = sequence_scores(reward_model, query, torch.ones_like(query), response, torch.ones_like(response))
+        assert reward == pytest.approx(float(expected[0]), abs=1e-5)
+    assert rewards[0] == pytest.approx(score_texts(reward_model, tokenizer, [prompts[0] + "7"])[0], abs=1e-5)
+
+
 def test_head_to_head_counts_wins_losses_and_ties():
     result = head_to_head(["7", "8", "x", "elppa"], ["7", "7", "9", "appel"], ["7", "7", "9", "elppa"])
     assert (result.wins, result.losses, result.ties) == (1, 2, 1)

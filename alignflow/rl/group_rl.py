@@ -1,7 +1,8 @@
 """GRPO and RLOO through TRL, on the same footing as alignflow's PPO.
 
-Same prompts (the preference stage's training prompts), same reward model (passed to TRL as the
-reward function: the sequence-classification model, loaded on the stage's placement), same reference (the SFT model), and the
+Same prompts (the preference stage's training prompts), same reward model read the same way (a
+reward function scoring the [prompt; response] token ids at the response's eos, as PPO reads it;
+alignflow.training.reward.reward_function), same reference (the SFT model), and the
 same held-out measurement (reward-model score against the SFT policy, KL to it), so that the
 three methods can be compared run by run in MLflow.
 """
@@ -65,6 +66,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     )
     from alignflow.tracking.runs import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
+    from alignflow.training.reward import reward_function
 
     transformers_logging.disable_progress_bar()
     method = run.method
@@ -85,9 +87,10 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
     metrics_callback = MlflowMetrics()
-    trainer = group_rl_trainer(method, policy, tokenizer, prompts, [reward_model], settings, checkpoints,
-                               seed=run.config.seed, precision=trainer_precision(placement, settings.gradient_checkpointing),
-                               reward_tokenizers=[reward_tokenizer], callbacks=[metrics_callback, ProgressBar(method)])
+    trainer = group_rl_trainer(method, policy, tokenizer, prompts, [reward_function(reward_model, reward_tokenizer)],
+                               settings, checkpoints, seed=run.config.seed,
+                               precision=trainer_precision(placement, settings.gradient_checkpointing),
+                               callbacks=[metrics_callback, ProgressBar(method)])
     trainer.remove_callback(PrinterCallback)
     log_models(policy=trainer.model, reward=reward_model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
