@@ -124,13 +124,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def name_width(names) -> int:
+    """The stage column's width: 16, or wider for a long sweep point's name (ppo-kl_coef-0.01)."""
+    return max([16, *(len(name) + 2 for name in names)])
+
+
 def format_summary(run) -> str:
     """The table a person reads at the end of a run: each stage, where it came from, its headline
     metrics, and where to look next."""
-    lines = [f"{'stage':<16}{'status':<10}{'seconds':>9}  {'mlflow run':<34}metrics"]
+    width = name_width(report.stage for report in run)
+    lines = [f"{'stage':<{width}}{'status':<10}{'seconds':>9}  {'mlflow run':<34}metrics"]
     for report in run:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in list(report.result.metrics.items())[:4])
-        lines.append(f"{report.stage:<16}{report.status:<10}{report.seconds:>9.1f}  "
+        lines.append(f"{report.stage:<{width}}{report.status:<10}{report.seconds:>9.1f}  "
                      f"{report.result.mlflow_run_id:<34}{metrics}")
     computed = sum(report.status == "computed" for report in run)
     lines.append(f"{len(run)} stages: {computed} computed, {len(run) - computed} from cache, "
@@ -177,19 +183,20 @@ def cmd_stages(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     results: dict = {}
     plan = plan_pipeline(pipeline_graph, config)
-    print(f"{'stage':<16}{'status':<12}{'cache key':<50}detail")
+    width = name_width(plan)
+    print(f"{'stage':<{width}}{'status':<12}{'cache key':<50}detail")
     for planned in plan.values():
         stage = planned.stage
         if not all(upstream in results for upstream in planned.inputs):
-            print(f"{stage.name:<16}{'pending':<12}{'-':<50}upstream not cached yet")
+            print(f"{stage.name:<{width}}{'pending':<12}{'-':<50}upstream not cached yet")
             continue
         key = stage_key(stage, planned.section, config, {upstream: results[upstream] for upstream in planned.inputs})
         cached, problem = lookup(config, key)
         if cached:
             results[stage.name] = cached
-            print(f"{stage.name:<16}{'cached':<12}{key:<50}run {cached.mlflow_run_id}")
+            print(f"{stage.name:<{width}}{'cached':<12}{key:<50}run {cached.mlflow_run_id}")
         else:
-            print(f"{stage.name:<16}{'will run':<12}{key:<50}{problem}")
+            print(f"{stage.name:<{width}}{'will run':<12}{key:<50}{problem}")
     return 0
 
 
