@@ -4,7 +4,7 @@ flow, each a few stage calls whose arguments are the upstream results.
 A stage whose section is absent returns None and the stages reading it see None (an optional input),
 so one graph serves every config. `alignflow.pipeline.runner` plans this graph (--only/--from/--refresh,
 `alignflow stages`) and runs it: every call becomes a cached Prefect task run, and stages whose
-inputs are ready run side by side (`execution.parallel_stages`): DPO beside reward model -> PPO.
+inputs are ready run side by side (`execution.parallel_stages`): DPO, PPO, GRPO and RLOO after the reward model.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class ExecutionConfig(Section):
     parallel_stages: int = Field(
         1,
         ge=1,
-        description="Stages that may run at once when their inputs are ready (DPO beside reward model -> PPO). "
+        description="Stages that may run at once when their inputs are ready (DPO, PPO, GRPO and RLOO after the reward model). "
         "1: one after another in this process. More: each stage in its own worker process (own RNG); with "
         "execution.device auto and several GPUs each such stage gets the least busy GPU. Never part of a cache key.",
     )

@@ -60,6 +60,7 @@ def test_report_renders_in_chromium(report, browser, training_project):
     assert len(rows) > 10 and min(rows) >= 1, rows
     images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
     assert any(alt == "lineage graph" for alt, _, _ in images)
+    assert any(alt == "reward-KL frontier" for alt, _, _ in images)  # the sweep points of the shared project
     assert sum(alt.startswith("plots/") for alt, _, _ in images) >= 5
     assert all(complete and width > 0 for _, complete, width in images), images
     assert problems == []
@@ -69,7 +70,8 @@ def test_report_renders_in_chromium(report, browser, training_project):
     stages = client.search_runs([parent.info.experiment_id],
                                 f"tags.mlflow.parentRunId = '{training_project.parent_run_id}'")
     for run in stages:
-        assert page.locator(f"#stage-{run.data.tags['alignflow.pipeline.stage']}").count() == 1
+        # an attribute selector: sweep points' ids hold dots (stage-grpo-beta-0.2)
+        assert page.locator(f"[id=\"stage-{run.data.tags['alignflow.pipeline.stage']}\"]").count() == 1
         assert run.info.run_id in text
     evaluate = next(r for r in stages if r.data.tags["alignflow.pipeline.stage"] == "evaluate")
     records = Path(client.download_artifacts(evaluate.info.run_id, "samples/sft.jsonl", str(path.parent)))
