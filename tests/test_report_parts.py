@@ -127,3 +127,10 @@ def test_report_shows_the_frontier(store, tmp_path):
                          frontier=Frontier(points, png))
     assert 'id="frontier"' in html and "dpo-beta-0.5" in html and 'href=#frontier' in html
     assert 'id="frontier"' not in render_report(graph, lineage_svg(graph), [], started="today", config_text=None)
+
+
+def test_the_cli_stage_column_fits_a_sweep_point_name():
+    from alignflow.cli import name_width
+
+    assert name_width(["pretrain", "sft"]) == 16  # the usual layout, which scripts may read
+    assert name_width(["sft", "ppo-kl_coef-0.01"]) == len("ppo-kl_coef-0.01") + 2

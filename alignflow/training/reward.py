@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from alignflow.models.generation import pad_id
+
 
 def with_eos(text: str, eos: str | None) -> str:
     return text if not eos or text.endswith(eos) else text + eos
@@ -48,10 +50,6 @@ def score_sequences(model, sequences: Sequence[Sequence[int]], pad: int, *, batc
     finally:
         model.train(was_training)
     return scores
-
-
-def pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def reward_function(model, tokenizer, *, batch_size: int = 32):
