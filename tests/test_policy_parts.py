@@ -104,6 +104,29 @@ def test_head_to_head_counts_wins_losses_and_ties():
     assert result.exact_a == 0.5 and result.exact_b == 0.75
 
 
+def test_the_win_rate_interval_is_the_mean_outcome_interval_and_narrows_with_prompts():
+    from alignflow.evaluation.comparisons import HeadToHead, win_rate_metrics
+    from alignflow.evaluation.metrics import mean_interval
+
+    few, many = HeadToHead(6, 2, 2, 0, 0, 0, 0), HeadToHead(60, 20, 20, 0, 0, 0, 0)
+    low, high = few.win_rate_interval()
+    assert (low, high) == pytest.approx(mean_interval([1.0] * 6 + [0.5] * 2 + [0.0] * 2))
+    assert low < few.win_rate < high and high - low > 0.3
+    many_low, many_high = many.win_rate_interval()
+    assert many_high - many_low < (high - low) / 2.5  # about 1/sqrt(10) as wide
+    assert HeadToHead(10, 0, 0, 0, 0, 0, 0).win_rate_interval() == (1.0, 1.0)
+    metrics = win_rate_metrics(few)
+    assert metrics["oracle_win_rate_ci_low"] == pytest.approx(low) and metrics["oracle_win_rate_vs_sft"] == 0.7
+
+
+def test_mean_interval_by_hand():
+    from alignflow.evaluation.metrics import mean_interval
+
+    low, high = mean_interval([1.0, 2.0, 3.0, 4.0])  # sd 1.291, se 0.6455
+    assert (low, high) == pytest.approx((2.5 - 1.959964 * 0.645497, 2.5 + 1.959964 * 0.645497), abs=1e-5)
+    assert mean_interval([2.0]) == (2.0, 2.0)
+
+
 def test_a_sampled_response_does_not_depend_on_its_batch_or_shard(policy, tokenizer):
     """Per-row seeds: the samples of a list are the samples of its shards, whatever the batch size,
     which is what lets a stage fan out over workers or ranks and keep its rows."""

@@ -108,9 +108,11 @@ def test_frontier_points_come_from_every_held_out_comparison():
             ("dpo", {"heldout_reward_dpo": 2.0, "heldout_reward_sft": 1.0, "heldout_kl_to_sft": 1.0,
                      "oracle_win_rate_vs_sft": 0.6}),
             ("dpo-no-reward-model", {"oracle_win_rate_vs_sft": 0.6})]
+    runs[1][1].update(heldout_reward_gain_ci_low=1.5, heldout_reward_gain_ci_high=2.5, oracle_win_rate_ci_low=0.6,
+                      oracle_win_rate_ci_high=0.8)
     assert frontier_points(runs) == [FrontierPoint("dpo", "dpo-beta-0.5", 0.5, 0.5, None),
                                      FrontierPoint("dpo", "dpo", 1.0, 1.0, 0.6),
-                                     FrontierPoint("ppo", "ppo", 2.0, 2.0, 0.7)]
+                                     FrontierPoint("ppo", "ppo", 2.0, 2.0, 0.7, (1.5, 2.5), (0.6, 0.8))]
 
 
 def test_report_shows_the_frontier(store, tmp_path):
@@ -120,12 +122,14 @@ def test_report_shows_the_frontier(store, tmp_path):
 
     client, ids = store
     graph = build_lineage(client, ids["first"])
-    points = [FrontierPoint("dpo", "dpo", 1.0, 1.0, 0.6), FrontierPoint("dpo", "dpo-beta-0.5", 0.5, 0.5, None)]
+    points = [FrontierPoint("dpo", "dpo", 1.0, 1.0, 0.6, (0.5, 1.5), (0.45, 0.75)),
+              FrontierPoint("dpo", "dpo-beta-0.5", 0.5, 0.5, None)]
     png = frontier_plot(tmp_path / "frontier.png", points).read_bytes()
     assert png.startswith(b"\x89PNG")
     html = render_report(graph, lineage_svg(graph), [], started="today", config_text=None,
                          frontier=Frontier(points, png))
     assert 'id="frontier"' in html and "dpo-beta-0.5" in html and 'href=#frontier' in html
+    assert "1.000 [0.500, 1.500]" in html and "0.600 [0.450, 0.750]" in html
     assert 'id="frontier"' not in render_report(graph, lineage_svg(graph), [], started="today", config_text=None)
 
 

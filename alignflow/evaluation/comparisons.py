@@ -4,9 +4,14 @@ preference stage (PPO, DPO, GRPO, RLOO) logs, in one place.
 - `held_out_comparison`: both sample one response per prompt (same settings, the same per-row
   seeds); the reward model scores them; the trained policy's KL to the SFT policy is measured on
   its own samples (nats per response). Keys are `heldout_reward_<policy_name>`,
-  `heldout_reward_sft` and `heldout_kl_to_sft`.
+  `heldout_reward_sft` and `heldout_kl_to_sft`, and `heldout_reward_gain` (the first minus the
+  second) with its 95% interval over prompts (`_ci_low`, `_ci_high`: per-prompt differences).
 - `compare_policies`: each policy answers greedily; the oracle scores both answers against the
-  reference (`head_to_head`). The win rate counts a tie as half a win, so 0.5 means no difference.
+  reference (`head_to_head`). The win rate counts a tie as half a win, so 0.5 means no difference;
+  `win_rate_metrics` gives it with its 95% interval over prompts.
+
+The intervals are over the held-out prompts of one training run (one seed): they say how sure the
+measurement is, not how much another training seed would move it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from alignflow.data.preferences import oracle_score
+from alignflow.evaluation.metrics import mean_interval
 from alignflow.schemas.config import SWEEPABLE_STAGES  # the preference methods, each its own policy_name
 
 
@@ -29,19 +35,22 @@ def held_out_comparison(policy, reference, reward_model, tokenizer, prompts: pd.
     from alignflow.rl.rollout import generate, response_logprobs, sequence_scores
 
     texts = list(prompts["prompt"])
-    results = {}
+    results, per_prompt = {}, {}
     seeds = row_seeds(0, 0, len(texts))
     for name, model in ((policy_name, policy), ("sft", reference)):
         query, query_mask, response, mask = generate(model, tokenizer, texts, seeds, max_new_tokens=max_new_tokens,
                                                      temperature=temperature, top_p=top_p)
         with torch.no_grad():
-            results[f"heldout_reward_{name}"] = float(sequence_scores(reward_model, query, query_mask, response,
-                                                                      mask).mean())
+            per_prompt[name] = sequence_scores(reward_model, query, query_mask, response, mask).float()
+            results[f"heldout_reward_{name}"] = float(per_prompt[name].mean())
             if model is policy:
                 logp = response_logprobs(policy, query, query_mask, response, mask, temperature)
                 ref = response_logprobs(reference, query, query_mask, response, mask, temperature)
                 results["heldout_kl_to_sft"] = float(((logp - ref) * mask).sum(1).mean())
-    return results
+    gains = (per_prompt[policy_name] - per_prompt["sft"]).tolist()
+    low, high = mean_interval(gains)
+    return results | {"heldout_reward_gain": sum(gains) / len(gains), "heldout_reward_gain_ci_low": low,
+                      "heldout_reward_gain_ci_high": high}
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,20 @@ class HeadToHead:
     def win_rate(self) -> float:
         n = self.wins + self.losses + self.ties
         return (self.wins + 0.5 * self.ties) / n if n else 0.5
+
+    def win_rate_interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """Interval of the mean per-prompt outcome (win 1, tie 0.5, loss 0), clipped to [0, 1]."""
+        outcomes = [1.0] * self.wins + [0.5] * self.ties + [0.0] * self.losses
+        if not outcomes:
+            return 0.0, 1.0
+        low, high = mean_interval(outcomes, confidence)
+        return max(0.0, low), min(1.0, high)
+
+
+def win_rate_metrics(duel: HeadToHead) -> dict[str, float]:
+    """The oracle win rate against SFT and its 95% interval, as every preference stage logs them."""
+    low, high = duel.win_rate_interval()
+    return {"oracle_win_rate_vs_sft": duel.win_rate, "oracle_win_rate_ci_low": low, "oracle_win_rate_ci_high": high}
 
 
 def head_to_head(answers_a: list[str], answers_b: list[str], references: list[str]) -> HeadToHead:
@@ -98,6 +121,8 @@ class FrontierPoint:
     kl_to_sft: float  # nats per response, on the policy's own held-out samples
     reward_gain: float  # held-out reward-model score minus the SFT policy's, same prompts and seeds
     win_rate: float | None  # oracle win rate against SFT, when measured
+    reward_gain_ci: tuple[float, float] | None = None  # 95% intervals over the held-out prompts
+    win_rate_ci: tuple[float, float] | None = None
 
 
 def frontier_points(runs: list[tuple[str, dict[str, float]]]) -> list[FrontierPoint]:
@@ -111,5 +136,11 @@ def frontier_points(runs: list[tuple[str, dict[str, float]]]) -> list[FrontierPo
         method = methods[0]
         points.append(FrontierPoint(method, stage, metrics["heldout_kl_to_sft"],
                                     metrics[f"heldout_reward_{method}"] - metrics["heldout_reward_sft"],
-                                    metrics.get("oracle_win_rate_vs_sft")))
+                                    metrics.get("oracle_win_rate_vs_sft"),
+                                    _interval(metrics, "heldout_reward_gain"), _interval(metrics, "oracle_win_rate")))
     return sorted(points, key=lambda p: (p.method, p.kl_to_sft))
+
+
+def _interval(metrics: dict[str, float], name: str) -> tuple[float, float] | None:
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    return None if low is None or high is None else (low, high)

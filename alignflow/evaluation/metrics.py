@@ -9,6 +9,7 @@ the same as Self-Instruct filtering uses).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,6 +44,19 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation interval of a mean (sample standard deviation; a single value: itself)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no value to average")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, mean
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    half = _normal_quantile(0.5 + confidence / 2) * spread
+    return mean - half, mean + half
 
 
 def _normal_quantile(q: float) -> float:

@@ -119,18 +119,31 @@ def histogram(path: Path, title: str, xlabel: str, values: list[float], bins: in
     return path
 
 
+def _spans(values: list[tuple[float, tuple[float, float] | None]]):
+    """matplotlib's yerr (distances below and above) of values with optional intervals; None: no bars."""
+    if all(interval is None for _, interval in values):
+        return None
+    return [[value - interval[0] if interval else 0.0 for value, interval in values],
+            [interval[1] - value if interval else 0.0 for value, interval in values]]
+
+
 def frontier_plot(path: Path, points: list) -> Path:
     """Held-out reward gain over SFT and oracle win rate against SFT, each against KL to SFT: one
-    line per method through its sweep points (alignflow.evaluation.comparisons.FrontierPoint)."""
+    line per method through its sweep points (alignflow.evaluation.comparisons.FrontierPoint), with
+    their intervals as error bars."""
     plt = _pyplot()
     figure, (reward_axis, win_axis) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     for method in sorted({p.method for p in points}):
         mine = sorted((p for p in points if p.method == method), key=lambda p: p.kl_to_sft)
         kls = [p.kl_to_sft for p in mine]
-        reward_axis.plot(kls, [p.reward_gain for p in mine], marker="o", label=method)
-        wins = [(p.kl_to_sft, p.win_rate) for p in mine if p.win_rate is not None]
+        reward_axis.errorbar(kls, [p.reward_gain for p in mine], yerr=_spans([(p.reward_gain, p.reward_gain_ci)
+                                                                                for p in mine]),
+                             marker="o", capsize=3, label=method)
+        wins = [p for p in mine if p.win_rate is not None]
         if wins:
-            win_axis.plot(*zip(*wins, strict=True), marker="o", label=method)
+            win_axis.errorbar([p.kl_to_sft for p in wins], [p.win_rate for p in wins],
+                              yerr=_spans([(p.win_rate, p.win_rate_ci) for p in wins]), marker="o", capsize=3,
+                              label=method)
     reward_axis.axhline(0, color="#888", linewidth=0.8)
     win_axis.axhline(0.5, color="#888", linewidth=0.8)
     reward_axis.set(title="Held-out reward gain over SFT", xlabel="KL to SFT (nats per response)",

@@ -245,12 +245,20 @@ pre.config{background:#f7f7f9;border:1px solid #e3e3e3;padding:.6rem;overflow-x:
 """
 
 
+def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str | float | None:
+    if value is None or interval is None:
+        return value
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def _frontier(frontier: Frontier) -> str:
-    rows = [[p.method, p.stage, p.kl_to_sft, p.reward_gain, p.win_rate] for p in frontier.points]
+    rows = [[p.method, p.stage, p.kl_to_sft, _with_interval(p.reward_gain, p.reward_gain_ci),
+             _with_interval(p.win_rate, p.win_rate_ci)] for p in frontier.points]
     return ('<section id="frontier"><h2>Reward–KL frontier</h2>'
             f"<figure>{_image(frontier.png, 'image/png', 'reward-KL frontier')}"
             "<figcaption>Each preference method's policies (the configured one and its sweep points) against "
-            "the SFT policy on held-out prompts: reward-model score gained, oracle win rate, KL to SFT."
+            "the SFT policy on held-out prompts: reward-model score gained, oracle win rate, KL to SFT; "
+            "[95% intervals over the prompts]."
             "</figcaption></figure>"
             + html_table(["method", "stage", "KL to SFT", "reward gain", "oracle win rate"], rows) + "</section>")
 
