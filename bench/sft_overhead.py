@@ -32,9 +32,9 @@ from alignflow.data.instructions import demo_family_rows
 from alignflow.demo.model import build_llama
 from alignflow.demo.tokenizer import train_tokenizer
 from alignflow.schemas.stages.sft import MixingConfig, SFTStageConfig
-from alignflow.tasks.sft import tokenize_table, trainer_arguments, training_stream
+from alignflow.tasks.sft import trainer_arguments, training_stream
 from alignflow.training.callbacks import MlflowMetrics, ProgressBar
-from alignflow.training.sft_data import PromptTemplate
+from alignflow.training.sft_data import PromptTemplate, tokenize_table
 from alignflow.training.sft_trainer import AlignflowSFTTrainer
 
 

@@ -50,26 +50,28 @@ class TunedModels:
 
 def training_flow(cfg: PipelineConfig, base, data) -> TunedModels:
     """SFT, then preference pairs; a reward model and PPO/GRPO/RLOO on it, and DPO beside them
-    (measured by the reward model too); then the sweep points of each method."""
+    (measured by the reward model too); then the sweep points of each method. The preference
+    stages also read the instruction data: their optional SFT loss term replays it."""
     stages = cfg.stages
     sft = train_sft(stages.sft, base, data)
     pairs = build_preferences(stages.preferences, sft, data)
     reward = train_reward_model(stages.reward_model, sft, pairs)
-    tuned = TunedModels(sft=sft, dpo=train_dpo(stages.dpo, sft, pairs, reward),
-                        ppo=train_ppo(stages.ppo, sft, reward, pairs), grpo=train_grpo(stages.grpo, sft, reward, pairs),
-                        rloo=train_rloo(stages.rloo, sft, reward, pairs))
-    sweep_flow(cfg, sft, pairs, reward)
+    tuned = TunedModels(sft=sft, dpo=train_dpo(stages.dpo, sft, pairs, reward, data),
+                        ppo=train_ppo(stages.ppo, sft, reward, pairs, data),
+                        grpo=train_grpo(stages.grpo, sft, reward, pairs, data),
+                        rloo=train_rloo(stages.rloo, sft, reward, pairs, data))
+    sweep_flow(cfg, sft, pairs, reward, data)
     return tuned
 
 
-def sweep_flow(cfg: PipelineConfig, sft, pairs, reward) -> None:
+def sweep_flow(cfg: PipelineConfig, sft, pairs, reward, data) -> None:
     """One more run of a preference method per `sweeps` value (dpo-beta-0.3, ...): the points of the
     reward-KL frontier the report draws from their held-out measures."""
     for label, section in cfg.sweep_points("dpo"):
-        train_dpo.variant(label)(section, sft, pairs, reward)
+        train_dpo.variant(label)(section, sft, pairs, reward, data)
     for method in (train_ppo, train_grpo, train_rloo):
         for label, section in cfg.sweep_points(method.name):
-            method.variant(label)(section, sft, reward, pairs)
+            method.variant(label)(section, sft, reward, pairs, data)
 
 
 def evaluation_flow(cfg: PipelineConfig, base, tuned: TunedModels):

@@ -52,6 +52,17 @@ class CheckpointedTrainer(TrainerSettings):
     register_model: bool = Field(True, description="Add the model to the MLflow model registry.")
 
 
+class PreferenceTrainer(CheckpointedTrainer):
+    """A preference stage (DPO, PPO, GRPO, RLOO): its own objective, plus an optional SFT loss on the
+    rows SFT trained on that keeps what SFT taught (alignflow.training.sft_loss)."""
+
+    sft_loss_coef: float = Field(
+        0.0, ge=0, description="Weight of the SFT loss on replayed SFT rows added to every step's loss (the "
+        "alignment-tax mitigation, as InstructGPT's PPO-ptx); 0: off. Needs the instruction data as an input.",
+    )
+    sft_loss_batch_size: int = Field(8, ge=1, description="Replayed SFT rows per gradient step.")
+
+
 def default(base: type[BaseModel], name: str, value: Any) -> Any:
     """`base`'s field `name` (its constraints and description) with another default."""
     return FieldInfo.merge_field_infos(base.model_fields[name], default=value)

@@ -11,7 +11,7 @@ import mlflow
 
 from alignflow.data.tables import read_table
 from alignflow.errors import DataError
-from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.pipeline.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.stages.dpo import DPOStageConfig
 from alignflow.tracking.model_card import publish_model
 from alignflow.tracking.plots import line_plot
@@ -33,17 +33,18 @@ def final_evaluation(trainer, history: dict[str, list[tuple[int, float]]]) -> di
 
 @stage("dpo", result=ModelRef, loads_models=True)
 def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, reward_model: ModelRef | None = None,
-              *, run: StageRun) -> StageOutput:
+              instructions: InstructionData | None = None, *, run: StageRun) -> StageOutput:
     """Direct preference optimisation of the SFT model (TRL DPOTrainer), the SFT model as reference.
     With a reward model configured, DPO's policy is also measured as PPO's is (held-out reward-model
-    score and KL to SFT), which puts it on the same reward-KL frontier."""
+    score and KL to SFT), which puts it on the same reward-KL frontier. With `sft_loss_coef`, the
+    SFT loss on the validated instruction rows joins DPO's (alignflow.training.sft_loss)."""
     from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
     from trl import DPOConfig, DPOTrainer
 
-    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison
+    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison, win_rate_metrics
     from alignflow.models.loading import (
         load_causal_lm,
         load_tokenizer,
@@ -54,6 +55,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     )
     from alignflow.tracking.runs import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
+    from alignflow.training.sft_loss import stage_replay, with_sft_loss
 
     transformers_logging.disable_progress_bar()
     pairs = preferences.outputs
@@ -86,9 +88,12 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
         eval_strategy="steps" if heldout is not None else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=run.config.seed,
         **trainer_precision(placement, cfg.gradient_checkpointing))
-    trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout,
-                         processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[metrics_callback, ProgressBar("dpo")])
+    replay = stage_replay(run.method, cfg, instructions, run.config, tokenizer)
+    trainer_class = DPOTrainer if replay is None else with_sft_loss(DPOTrainer)
+    trainer = trainer_class(model=model, args=args, train_dataset=train, eval_dataset=heldout,
+                            processing_class=tokenizer, peft_config=peft_config,
+                            callbacks=[metrics_callback, ProgressBar("dpo")])
+    trainer.sft_replay, trainer.sft_loss_coef = replay, cfg.sft_loss_coef
     trainer.remove_callback(PrinterCallback)
     log_models(policy=model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -112,7 +117,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
                                          max_new_tokens=cfg.win_rate_max_new_tokens)
         answers.to_csv(out / "win_rate_answers.csv", index=False)
         mlflow.log_table(answers, artifact_file="win_rate_answers.json")
-        metrics |= {"oracle_win_rate_vs_sft": duel.win_rate, "oracle_wins": duel.wins, "oracle_losses": duel.losses,
+        metrics |= win_rate_metrics(duel) | {"oracle_wins": duel.wins, "oracle_losses": duel.losses,
                     "oracle_ties": duel.ties, "oracle_score_dpo": duel.score_a, "oracle_score_sft": duel.score_b,
                     "exact_match_dpo": duel.exact_a, "exact_match_sft": duel.exact_b}
         if reward_model is not None:

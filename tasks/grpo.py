@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.pipeline.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.rl.group_rl import train_group_rl
 from alignflow.schemas.stages.group_rl import GroupRLStageConfig
 
 
 @stage("grpo", result=ModelRef, loads_models=True)
 def train_grpo(cfg: GroupRLStageConfig, sft: ModelRef, reward_model: ModelRef, preferences: PreferenceData,
-               run: StageRun) -> StageOutput:
+               instructions: InstructionData | None = None, *, run: StageRun) -> StageOutput:
     """GRPO (TRL) against the reward model, the SFT policy as reference."""
-    return train_group_rl(cfg, sft, reward_model, preferences, run)
+    return train_group_rl(cfg, sft, reward_model, preferences, instructions, run)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from alignflow.data.tables import read_table
 from alignflow.errors import ConfigError, DataError
-from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
+from alignflow.pipeline.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.stages.ppo import PPOStageConfig
 from alignflow.tracking.model_card import publish_model
 from alignflow.tracking.plots import line_plot
@@ -48,9 +48,10 @@ def launched_accelerator(settings: PPOStageConfig, placement):
 
 @stage("ppo", result=ModelRef, loads_models=True)
 def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, preferences: PreferenceData,
-              run: StageRun) -> StageOutput:
-    """PPO against the reward model with a per-token KL penalty to the SFT policy."""
-    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison
+              instructions: InstructionData | None = None, *, run: StageRun) -> StageOutput:
+    """PPO against the reward model with a per-token KL penalty to the SFT policy (and, with
+    `sft_loss_coef`, the SFT loss on the validated instruction rows: PPO-ptx)."""
+    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison, win_rate_metrics
     from alignflow.models.loading import (
         load_causal_lm,
         load_reward_model,
@@ -62,6 +63,7 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
     from alignflow.rl.ppo_trainer import PPOTrainer
     from alignflow.rl.rollout import sequence_scores
     from alignflow.tracking.runs import log_models, log_tokenizer_setup
+    from alignflow.training.sft_loss import stage_replay
 
     settings = cfg
     sft_path, reward_path = sft.model, reward_model.model
@@ -86,8 +88,12 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
     def reward(query_ids, query_mask, response_ids, response_mask, texts):
         return sequence_scores(reward_model, query_ids, query_mask, response_ids, response_mask)
 
+    accelerator = launched_accelerator(settings, placement)
+    replay = stage_replay(run.method, settings, instructions, run.config, tokenizer)
+    if replay is not None and accelerator is not None:  # each rank replays its own rows
+        replay.rng.seed(run.config.seed + 1000 * accelerator.process_index)
     trainer = PPOTrainer(policy, reference, value_model, reward, tokenizer, prompts,
-                         settings, run.config.seed, accelerator=launched_accelerator(settings, placement))
+                         settings, run.config.seed, accelerator=accelerator, replay=replay)
     checkpoints = checkpoint_dir(run.config, "ppo", run.out_dir)
     resume_step = completed_step(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)
@@ -120,7 +126,7 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
         duel, answers = compare_policies(policy, reference, tokenizer, eval_prompts,
                                          max_new_tokens=settings.max_new_tokens)
         answers.to_csv(out / "win_rate_answers.csv", index=False)
-        metrics |= {"oracle_win_rate_vs_sft": duel.win_rate, "oracle_score_ppo": duel.score_a,
+        metrics |= win_rate_metrics(duel) | {"oracle_score_ppo": duel.score_a,
                     "oracle_score_sft": duel.score_b}
     for key, title in (("reward_mean", "PPO mean reward"), ("kl_mean", "KL to the reference (per sequence)")):
         line_plot(out / f"{key}.png", title, "step", key, {key: history.get(key, [])})

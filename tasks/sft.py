@@ -31,23 +31,7 @@ from alignflow.training.checkpoints import (
     remove_checkpoints,
     resume_point,
 )
-from alignflow.training.sft_data import IGNORE, PromptTemplate, prompt_template, tokenize_row
-
-
-def tokenize_table(frame: pd.DataFrame, tokenizer, template: PromptTemplate,
-                   max_length: int) -> tuple[list[dict], list[dict], int]:
-    """(examples with input_ids/labels, their rows' task/source, rows dropped because truncation left
-    no response token)."""
-    examples, origins, dropped = [], [], 0
-    for row in frame.to_dict(orient="records"):
-        encoded = tokenize_row(row, tokenizer, template)
-        encoded = {key: values[:max_length] for key, values in encoded.items()}
-        if all(label == IGNORE for label in encoded["labels"]):
-            dropped += 1
-            continue
-        examples.append(encoded)
-        origins.append({"task": row["task"], "source": row["source"]})
-    return examples, origins, dropped
+from alignflow.training.sft_data import prompt_template, tokenize_table
 
 
 def trainer_arguments(settings: SFTStageConfig, output_dir: Path, seed: int, has_validation: bool,

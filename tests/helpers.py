@@ -99,8 +99,9 @@ TRAINING_STAGES = {
     "dpo": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "eval_steps": 3, "win_rate_max_new_tokens": 6,
             "heldout_max_new_tokens": 6},
     "ppo": {"max_steps": 3, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "save_steps": 2,
-            "sample_every": 2, "learning_rate": 1e-4},
-    "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
+            "sample_every": 2, "learning_rate": 1e-4, "sft_loss_coef": 0.5, "sft_loss_batch_size": 2},
+    "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1,
+             "sft_loss_coef": 0.5, "sft_loss_batch_size": 2},
     "rloo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 6, "logging_steps": 1},
 }
 

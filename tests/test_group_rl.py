@@ -35,3 +35,23 @@ def test_group_methods_raise_a_programmatic_reward(method, tiny_llama, tmp_path)
     assert len(rewards) == 12
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last >= first + 0.3, [round(r, 2) for r in rewards]
+
+
+def test_the_sft_loss_term_reaches_trls_group_trainers(tiny_llama, tmp_path):
+    from test_sft_loss import examples
+
+    from alignflow.training.sft_loss import SFTReplay
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama, padding_side="left")
+    policy = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    settings = GroupRLStageConfig(max_steps=6, batch_size=16, num_generations=4, learning_rate=1e-2, beta=0.0,
+                                  warmup_steps=0, max_completion_length=4, logging_steps=1, save_steps=100,
+                                  sft_loss_coef=1.0)
+    replay = SFTReplay(examples(tokenizer), batch_size=4, pad_id=0, seed=0)
+    trainer = group_rl_trainer("grpo", policy, tokenizer, PROMPTS * 4, [contains_chosen], settings, tmp_path,
+                               seed=0, precision=trainer_precision(resolve_placement("cpu", "float32")),
+                               replay=replay)
+    with torch_threads(1):
+        trainer.train()
+    logged = [log["sft_loss"] for log in trainer.state.log_history if "sft_loss" in log]
+    assert len(logged) == 6 and logged[-1] < logged[0] - 0.5, logged

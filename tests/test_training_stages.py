@@ -161,14 +161,18 @@ def test_ppo_logs_each_step_samples_held_out_reward_and_lineage(training_project
     run = first_run(training_project, "ppo")
     for key in ("reward_mean", "kl_mean", "kl_per_token", "entropy", "policy_loss", "value_loss",
                 "policy_clip_fraction", "approx_kl", "explained_variance", "response_length",
-                "rollout_tokens_per_second", "kl_penalty_mean"):
+                "rollout_tokens_per_second", "kl_penalty_mean", "sft_loss"):
         assert [m.step for m in mlflow.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
-    for key in ("heldout_reward_ppo", "heldout_reward_sft", "heldout_kl_to_sft", "oracle_win_rate_vs_sft"):
+    for key in ("heldout_reward_ppo", "heldout_reward_sft", "heldout_kl_to_sft", "oracle_win_rate_vs_sft",
+                "heldout_reward_gain_ci_low", "heldout_reward_gain_ci_high", "oracle_win_rate_ci_low"):
         assert key in run.data.metrics, key
+    low, high = run.data.metrics["heldout_reward_gain_ci_low"], run.data.metrics["heldout_reward_gain_ci_high"]
+    assert low <= run.data.metrics["heldout_reward_ppo"] - run.data.metrics["heldout_reward_sft"] <= high
     samples = {a.path for a in mlflow.list_artifacts(run.info.run_id, "samples")}
     assert samples == {"samples/step_00002.json", "samples/step_00003.json"}
     upstream = run.data.tags[TAG_UPSTREAM]
     assert f"reward_model:{first_run(training_project, 'reward_model').info.run_id}" in upstream
+    assert f"instructions:{first_run(training_project, 'validate').info.run_id}" in upstream, "the SFT loss's rows"
     assert "smoke-ppo" in {m.name for m in mlflow.search_registered_models()}
     assert f"ppo:{run.info.run_id}" in first_run(training_project, "evaluate").data.tags[TAG_UPSTREAM]
     assert not any((project / ".alignflow" / "checkpoints" / "ppo").glob("*/step-*")), "finished: deleted"
@@ -179,6 +183,7 @@ def test_grpo_and_rloo_use_the_same_reward_model_and_held_out_measure(training_p
     mlflow = project_store(training_project.folder)
     run = first_run(training_project, method)
     assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "reward")] == [1, 2]
+    assert (method == "grpo") == bool(mlflow.get_metric_history(run.info.run_id, "sft_loss")), "grpo has sft_loss_coef"
     for key in (f"heldout_reward_{method}", "heldout_reward_sft", "heldout_kl_to_sft"):
         assert key in run.data.metrics, key
     assert f"reward_model:{first_run(training_project, 'reward_model').info.run_id}" in run.data.tags[TAG_UPSTREAM]

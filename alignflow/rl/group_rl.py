@@ -28,12 +28,15 @@ METHODS = {"grpo": ("GRPOTrainer", "GRPOConfig", "GRPO (group-relative policy op
 
 def group_rl_trainer(method: str, policy, tokenizer, prompts: list[str], rewards: list, settings: GroupRLStageConfig,
                      output_dir, *, seed: int, precision: dict, reward_tokenizers: list | None = None,
-                     callbacks: list | None = None):
+                     callbacks: list | None = None, replay=None):
     """TRL's GRPO or RLOO trainer of `policy` on `prompts` with `settings`; `rewards` are reward models
     (each with its tokenizer in `reward_tokenizers`) or functions `(completions, completion_ids, ...) ->
-    list[float]`, as TRL takes them; `precision` is alignflow.models.loading.trainer_precision's."""
+    list[float]`, as TRL takes them; `precision` is alignflow.models.loading.trainer_precision's; a
+    `replay` (alignflow.training.sft_loss.SFTReplay) adds the SFT loss term at `settings.sft_loss_coef`."""
     import trl
     from datasets import Dataset
+
+    from alignflow.training.sft_loss import with_sft_loss
 
     trainer_name, config_name, _ = METHODS[method]
     args = getattr(trl, config_name)(
@@ -43,19 +46,24 @@ def group_rl_trainer(method: str, policy, tokenizer, prompts: list[str], rewards
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,
         logging_steps=settings.logging_steps, save_strategy="steps", save_steps=settings.save_steps,
         save_total_limit=2, seed=seed, **precision)
-    return getattr(trl, trainer_name)(model=policy, reward_funcs=rewards, args=args,
-                                      reward_processing_classes=reward_tokenizers,
-                                      train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
-                                      callbacks=callbacks)
+    trainer_class = getattr(trl, trainer_name)
+    if replay is not None:
+        trainer_class = with_sft_loss(trainer_class)
+    trainer = trainer_class(model=policy, reward_funcs=rewards, args=args, reward_processing_classes=reward_tokenizers,
+                            train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
+                            callbacks=callbacks)
+    if replay is not None:
+        trainer.sft_replay, trainer.sft_loss_coef = replay, settings.sft_loss_coef
+    return trainer
 
 
 def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model: StageResult,
-                   preferences: StageResult, run: StageRun) -> StageOutput:
+                   preferences: StageResult, instructions: StageResult | None, run: StageRun) -> StageOutput:
     """GRPO or RLOO (the stage's name says which) of the SFT model against the reward model."""
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
-    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison
+    from alignflow.evaluation.comparisons import compare_policies, held_out_comparison, win_rate_metrics
     from alignflow.models.loading import (
         load_causal_lm,
         load_tokenizer,
@@ -67,6 +75,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     from alignflow.tracking.runs import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.reward import reward_function
+    from alignflow.training.sft_loss import stage_replay
 
     transformers_logging.disable_progress_bar()
     method = run.method
@@ -90,7 +99,8 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     trainer = group_rl_trainer(method, policy, tokenizer, prompts, [reward_function(reward_model, reward_tokenizer)],
                                settings, checkpoints, seed=run.config.seed,
                                precision=trainer_precision(placement, settings.gradient_checkpointing),
-                               callbacks=[metrics_callback, ProgressBar(method)])
+                               callbacks=[metrics_callback, ProgressBar(method)],
+                               replay=stage_replay(method, settings, instructions, run.config, tokenizer))
     trainer.remove_callback(PrinterCallback)
     log_models(policy=trainer.model, reward=reward_model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -111,7 +121,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
         duel, answers = compare_policies(trainer.model, reference, tokenizer, eval_prompts,
                                          max_new_tokens=settings.max_completion_length)
         answers.to_csv(run.out_dir / "win_rate_answers.csv", index=False)
-        metrics |= {"oracle_win_rate_vs_sft": duel.win_rate, f"oracle_score_{method}": duel.score_a,
+        metrics |= win_rate_metrics(duel) | {f"oracle_score_{method}": duel.score_a,
                     "oracle_score_sft": duel.score_b}
     metrics = publish_model(run, model_dir, title=f"{method.upper()} policy", base_model=sft_path,
                             metrics=metrics, register=settings.register_model,

@@ -28,21 +28,24 @@ from alignflow.models.loading import response_stop_ids
 from alignflow.rl import ppo_math as pm
 from alignflow.rl.rollout import RewardFunction, response_logprobs, response_values, rollout
 from alignflow.schemas.stages.ppo import PPOStageConfig
+from alignflow.training.sft_loss import SFTReplay, sft_loss
 from alignflow.training.stability import check_finite
 
 
 class PolicyAndValue(torch.nn.Module):
-    """The two trained models as one module, so that one DDP wrapper syncs both in one step."""
+    """The two trained models as one module, so that one DDP wrapper syncs both in one step; a
+    replayed SFT batch (alignflow.training.sft_loss) goes through the same forward for the same reason."""
 
     def __init__(self, policy, value_model) -> None:
         super().__init__()
         self.policy, self.value_model = policy, value_model
 
-    def forward(self, query_ids, query_mask, response_ids, response_mask, temperature: float):
+    def forward(self, query_ids, query_mask, response_ids, response_mask, temperature: float, replay_batch=None):
         logprobs, entropy = response_logprobs(self.policy, query_ids, query_mask, response_ids, response_mask,
                                               temperature, with_entropy=True)
         values = response_values(self.value_model, query_ids, query_mask, response_ids, response_mask)
-        return logprobs, entropy, values
+        replayed = None if replay_batch is None else sft_loss(self.policy, replay_batch)
+        return logprobs, entropy, values, replayed
 
 
 @dataclass
@@ -54,13 +57,14 @@ class PPOState:
 
 
 class PPOTrainer:
-    """Policy (trained), reference (frozen), value model (trained), reward function (frozen)."""
+    """Policy (trained), reference (frozen), value model (trained), reward function (frozen); with a
+    `replay`, each update adds `settings.sft_loss_coef` times the SFT loss on one replayed batch."""
 
     def __init__(self, policy, reference, value_model, reward: RewardFunction, tokenizer, prompts: Sequence[str],
-                 settings: PPOStageConfig, seed: int, accelerator=None) -> None:
+                 settings: PPOStageConfig, seed: int, accelerator=None, replay: SFTReplay | None = None) -> None:
         self.policy, self.reference, self.value_model = policy, reference, value_model
         self.reward, self.tokenizer, self.prompts, self.settings = reward, tokenizer, list(prompts), settings
-        self.seed = seed
+        self.seed, self.replay = seed, replay
         for parameter in reference.parameters():
             parameter.requires_grad_(False)
         reference.eval()
@@ -176,17 +180,20 @@ class PPOTrainer:
         query_ids, query_mask = batch.query_ids[pick], batch.query_mask[pick]
         response_ids, mask = batch.response_ids[pick], batch.response_mask[pick]
         self.learner.train()
-        logprobs, entropy, values = self.learner(query_ids, query_mask, response_ids, mask, s.temperature)
+        replay_batch = None if self.replay is None else self.replay.next_batch(query_ids.device)
+        logprobs, entropy, values, replayed = self.learner(query_ids, query_mask, response_ids, mask, s.temperature,
+                                                           replay_batch)
         policy_loss, policy_clip, approx_kl = pm.clipped_policy_loss(logprobs, batch.logprobs[pick],
                                                                      advantages[pick], mask, s.clip_range, tokens)
         value_loss, value_clip = pm.clipped_value_loss(values, batch.values[pick], returns[pick], mask,
                                                        s.clip_range_value, tokens)
         loss = policy_loss + s.vf_coef * value_loss
+        sft_term = torch.zeros(()) if replayed is None else s.sft_loss_coef * replayed
         self.optimizer.zero_grad(set_to_none=True)
         if self.accelerator is None:
-            loss.backward()
-        else:  # DDP averages the ranks' gradients; their shares add up
-            self.accelerator.backward(loss * self.world)
+            (loss + sft_term).backward()
+        else:  # DDP averages the ranks' gradients: the minibatch shares add up, each rank's SFT mean averages
+            self.accelerator.backward(loss * self.world + sft_term)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, s.max_grad_norm)
         self.optimizer.step()
         stats = torch.stack([policy_loss.detach(), value_loss.detach(), policy_clip, value_clip, approx_kl,
@@ -194,7 +201,8 @@ class PPOTrainer:
         if self.accelerator is not None:
             stats = self.accelerator.reduce(stats, "sum")
         names = ("policy_loss", "value_loss", "policy_clip_fraction", "value_clip_fraction", "approx_kl", "entropy")
-        return {**dict(zip(names, stats.tolist(), strict=True)), "grad_norm": float(grad_norm)}
+        extra = {} if replayed is None else {"sft_loss": float(replayed.detach())}
+        return {**dict(zip(names, stats.tolist(), strict=True)), "grad_norm": float(grad_norm), **extra}
 
     # -- checkpoints -----------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pandas as pd
     from transformers import PreTrainedTokenizerBase
 
     from alignflow.schemas.stages.sft import SFTStageConfig
@@ -90,3 +91,19 @@ def tokenize_row(row: dict, tokenizer: PreTrainedTokenizerBase, template: Prompt
     if row["format"] == "basic":
         return tokenize_basic(row["instruction"], row["input"], row["output"], tokenizer, template)
     return tokenize_chat(json.loads(row["messages"]), tokenizer)
+
+
+def tokenize_table(frame: pd.DataFrame, tokenizer, template: PromptTemplate,
+                   max_length: int) -> tuple[list[dict], list[dict], int]:
+    """(examples with input_ids/labels, their rows' task/source, rows dropped because truncation left
+    no response token)."""
+    examples, origins, dropped = [], [], 0
+    for row in frame.to_dict(orient="records"):
+        encoded = tokenize_row(row, tokenizer, template)
+        encoded = {key: values[:max_length] for key, values in encoded.items()}
+        if all(label == IGNORE for label in encoded["labels"]):
+            dropped += 1
+            continue
+        examples.append(encoded)
+        origins.append({"task": row["task"], "source": row["source"]})
+    return examples, origins, dropped

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from alignflow.schemas.trainer import CheckpointedTrainer, LoraSettings, TrainerSettings, default
+from alignflow.schemas.trainer import LoraSettings, PreferenceTrainer, TrainerSettings, default
 
 
-class DPOStageConfig(CheckpointedTrainer):
+class DPOStageConfig(PreferenceTrainer):
     """Direct preference optimisation (TRL DPOTrainer) from the SFT model, the SFT model as reference."""
 
     beta: float = Field(0.1, gt=0, description="Strength of the implicit KL constraint to the reference.")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from alignflow.schemas.trainer import CheckpointedTrainer, TrainerSettings, default
+from alignflow.schemas.trainer import CheckpointedTrainer, PreferenceTrainer, TrainerSettings, default
 
 
-class GroupRLStageConfig(CheckpointedTrainer):
+class GroupRLStageConfig(PreferenceTrainer):
     """GRPO or RLOO (TRL) against the reward model: several sampled responses per prompt, advantages
     relative to the group, a KL penalty to the SFT policy."""
 

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from alignflow.schemas.trainer import CheckpointedTrainer, TrainerSettings, default
+from alignflow.schemas.trainer import CheckpointedTrainer, PreferenceTrainer, TrainerSettings, default
 
 
-class PPOStageConfig(CheckpointedTrainer):
+class PPOStageConfig(PreferenceTrainer):
     """PPO with a per-token KL penalty to the SFT policy, against the reward model (alignflow's own).
     warmup_steps and logging_steps are not used: the rate is constant and every round is logged."""
 
