@@ -17,9 +17,11 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a pipeline config and list its stages")
     validate.add_argument("config")
+    add_set_option(validate)
 
     run = commands.add_parser("run", help="run a pipeline (stages come from cache when nothing changed)")
     run.add_argument("config")
+    add_set_option(run)
     run.add_argument("--only", metavar="STAGE", help="run just this stage; its upstream must be cached")
     run.add_argument("--from", dest="from_stage", metavar="STAGE", help="recompute this stage and all downstream")
     run.add_argument("--refresh", metavar="STAGE", action="append", default=[],
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                     "PREFECT_API_URL pointing at `prefect server start`: the temporary server alignflow "
                     "otherwise starts per process would take the schedule with it.")
     serve.add_argument("config")
+    add_set_option(serve)
     serve.add_argument("--cron", required=True, metavar="EXPR", help="cron expression, e.g. '0 3 * * *'")
     serve.add_argument("--timezone", metavar="TZ", help="IANA time zone of the cron expression (default UTC)")
     serve.add_argument("--name", help="deployment name (default: the pipeline's name)")
@@ -42,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
     stages = commands.add_parser("stages", help="list a pipeline's stages, cache keys and cache status")
     stages.add_argument("config")
+    add_set_option(stages)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on the project's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
@@ -85,13 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def add_set_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                         help="override one config value, e.g. --set stages.dpo.beta=0.2 --set seed=1 "
+                         "(read as YAML, validated as the file is; repeatable)")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from alignflow.flows.pipeline import pipeline_graph
     from alignflow.pipeline.config import load_config
     from alignflow.pipeline.preflight import check_pipeline
     from alignflow.pipeline.runner import active_stages
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     names = [planned.stage.name for planned in active_stages(pipeline_graph, config)]
     check_pipeline(config)
     print(f"{args.config}: valid; stages: {', '.join(names)}")
@@ -102,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from alignflow.pipeline.config import load_config
     from alignflow.pipeline.prefect_server import start_prefect_api
 
-    config = load_config(args.config)  # fail fast, before a Prefect server starts
+    config = load_config(args.config, args.overrides)  # fail fast, before a Prefect server starts
     server = start_prefect_api()
     from alignflow.errors import quiet_user_errors_in_prefect_console
     from alignflow.flows.pipeline import (  # these imports overlap the server's start-up
@@ -118,7 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     quiet_user_errors_in_prefect_console()
     if server:
         server.wait_until_ready(timeout=120)
-    run = pipeline(args.config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
+    run = pipeline(args.config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh),
+                   overrides=tuple(args.overrides))
     print()
     print(format_summary(run))
     return 0
@@ -158,7 +169,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serving_message,
     )
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     try:
         check_schedule(args.cron, args.timezone)
         api_url = persistent_api_url()
@@ -169,7 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     plan_pipeline(pipeline_graph, config, only=args.only, from_stage=args.from_stage, refresh=tuple(args.refresh))
     name = args.name or config.name
-    parameters = deployment_parameters(args.config, args.only, args.from_stage, args.refresh)
+    parameters = deployment_parameters(args.config, args.only, args.from_stage, args.refresh, args.overrides)
     print(serving_message(name, args.cron, args.timezone, parameters, api_url), flush=True)
     serve_pipeline(name, args.cron, args.timezone, parameters)
     return 0
@@ -180,7 +191,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
     from alignflow.pipeline.config import load_config
     from alignflow.pipeline.runner import lookup, plan_pipeline, stage_key
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     results: dict = {}
     plan = plan_pipeline(pipeline_graph, config)
     width = name_width(plan)

@@ -89,7 +89,9 @@ def pipeline_graph(cfg: PipelineConfig):
 
 @flow(name="alignflow-pipeline", log_prints=False)
 def pipeline(config_path: str, only: str | None = None, from_stage: str | None = None,
-             refresh: tuple[str, ...] = ()) -> PipelineRun:
-    """Run the pipeline declared in `config_path` (see configs/*.yaml)."""
-    config = load_config(config_path)
-    return run_pipeline(pipeline_graph, config, config_path, only=only, from_stage=from_stage, refresh=refresh)
+             refresh: tuple[str, ...] = (), overrides: tuple[str, ...] = ()) -> PipelineRun:
+    """Run the pipeline declared in `config_path` (see configs/*.yaml), with `overrides`
+    (`stages.dpo.beta=0.2`, as `alignflow run --set` passes them) applied to it."""
+    config = load_config(config_path, overrides)
+    return run_pipeline(pipeline_graph, config, config_path, only=only, from_stage=from_stage, refresh=refresh,
+                        overrides=overrides)

@@ -173,3 +173,35 @@ def test_a_bad_sweep_names_stage_field_and_value(sweeps, message):
 
     with pytest.raises(ValueError, match=message):
         PipelineConfig.model_validate(sweep_config(sweeps))
+
+
+def test_set_overrides_one_value_typed_and_validated():
+    path = REPO / "configs" / "demo.yaml"
+    config = load_config(path, ["stages.dpo.beta=0.2", "seed=1", "stages.evaluate.shots=[0, 4]",
+                                "sweeps.ppo.kl_coef=[0.1]"])
+    assert config.stages.dpo.beta == 0.2 and config.seed == 1 and config.stages.evaluate.shots == [0, 4]
+    assert [label for label, _ in config.sweep_points("ppo")] == ["kl_coef-0.1"]
+    assert load_config(path).stages.dpo.beta == 0.1, "the file itself is untouched"
+    assert load_config(path, ["stages.dpo.beta=0.1"]) == load_config(path), "same value, same config"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("stages.dpo.betaa=0.2", "stages.dpo.betaa: Extra inputs are not permitted"),
+    ("stages.dpo.beta=large", "stages.dpo.beta: Input should be a valid number"),
+    ("stages.dpo.beta=-1", "stages.dpo.beta: Input should be greater than 0"),
+    ("seed", "--set seed: expected KEY.PATH=VALUE"),
+    ("name.first=1", "--set name.first=1: name is 'demo', not a mapping of keys"),
+    ("stages.dpo.beta=[1", "--set stages.dpo.beta=[1: the value is not YAML"),
+])
+def test_a_bad_override_names_the_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(REPO / "configs" / "demo.yaml", [override])
+    assert message in str(error.value)
+
+
+def test_cli_validate_with_set(capsys):
+    smoke = str(REPO / "configs" / "smoke.yaml")
+    assert main(["validate", smoke, "--set", "stages.sft.max_steps=3"]) == 0
+    assert main(["validate", smoke, "--set", "stages.sft.max_step=3"]) == 2
+    err = capsys.readouterr().err
+    assert "with --set stages.sft.max_step=3" in err and "stages.sft.max_step: Extra inputs" in err

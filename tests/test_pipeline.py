@@ -121,6 +121,19 @@ def test_second_run_in_a_new_process_is_served_from_cache(smoke, tmp_path):
     assert hit.data.metrics["final_train_loss"] == first.data.metrics["final_train_loss"]
 
 
+def test_a_run_with_set_logs_the_overrides_and_the_config_they_gave(smoke, capsys):
+    assert main(["run", SMOKE, "--set", "seed=0", "--set", "stages.evaluate.limit=3"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluate        computed" in out and "sft             cached" in out, "only evaluate's section changed"
+    evaluate = stage_runs("evaluate")[-1]
+    assert evaluate.data.params["limit"] == "3"
+    parent = client().get_run(evaluate.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["alignflow.overrides"] == "seed=0 stages.evaluate.limit=3"
+    effective = yaml.safe_load(Path(client().download_artifacts(parent.info.run_id, "config_effective.yaml")).read_text(
+        encoding="utf-8"))
+    assert effective["stages"]["evaluate"]["limit"] == 3 and effective["seed"] == 0
+
+
 def test_deleted_or_corrupt_artifacts_are_recomputed(smoke, capsys):
     weights = model_dir(smoke) / "model.safetensors"
     weights.unlink()

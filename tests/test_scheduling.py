@@ -172,14 +172,15 @@ def test_serve_registers_a_cron_deployment_and_runs_it(prefect_server, tmp_path)
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         serve = subprocess.Popen([sys.executable, "-m", "alignflow.cli", "serve", "configs/smoke.yaml",
-                                  "--cron", CRON, "--only", "build"], cwd=project,
+                                  "--cron", CRON, "--only", "build", "--set", "seed=0"], cwd=project,
                                  env=prefect_server.env(project), stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     try:
         deployment = wait_for(lambda: prefect_server.deployment("alignflow-pipeline/smoke"), 180,
                               "deployment alignflow-pipeline/smoke", serve, log)
         assert [(s["schedule"]["cron"], s["active"]) for s in deployment["schedules"]] == [(CRON, True)]
-        assert deployment["parameters"] == {"config_path": "configs/smoke.yaml", "only": "build"}
+        assert deployment["parameters"] == {"config_path": "configs/smoke.yaml", "only": "build",
+                                            "overrides": ["seed=0"]}
         assert deployment["entrypoint"] == "alignflow.flows.pipeline.pipeline"
         starts = next_scheduled_starts(prefect_server, deployment["id"], 2)
         assert [(t.hour, t.minute, t.utcoffset()) for t in starts] == [(3, 0, timedelta(0))] * 2
@@ -192,7 +193,7 @@ def test_serve_registers_a_cron_deployment_and_runs_it(prefect_server, tmp_path)
                          project, prefect_server)
         flow_run = prefect_server.request("GET", f"/flow_runs/{created_flow_run_id(output)}")
         assert flow_run["state"]["type"] == "COMPLETED", output + log.read_text()
-        assert flow_run["parameters"]["only"] == "build"
+        assert flow_run["parameters"]["only"] == "build" and flow_run["parameters"]["overrides"] == ["seed=0"]
         assert_stage_ran(project, "build")
         assert not (project / "artifacts" / "pretrain").exists()  # --only build reached the run
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -12,7 +14,7 @@ from pydantic import ValidationError
 from alignflow.errors import ConfigError
 from alignflow.schemas.config import PipelineConfig
 
-__all__ = ["ConfigError", "load_config", "parse_config", "section_digest", "flatten_params"]
+__all__ = ["ConfigError", "apply_overrides", "load_config", "parse_config", "section_digest", "flatten_params"]
 
 
 def _key_path(loc: tuple) -> str:
@@ -42,8 +44,35 @@ def parse_config(data: object, source: str = "<config>") -> PipelineConfig:
         raise ConfigError(format_validation_error(source, error)) from None
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline YAML file."""
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """`key.path=value` assignments on a copy of the parsed file, before validation (Hydra's and
+    TRL's command-line overrides): the value is read as YAML (0.2, true, [1, 2], null, text), a
+    missing mapping on the path is created, and validation then checks the key and the type."""
+    data = copy.deepcopy(data)
+    for override in overrides:
+        path, equals, text = override.partition("=")
+        keys = path.strip().split(".")
+        if not equals or not all(keys):
+            raise ConfigError(f"--set {override}: expected KEY.PATH=VALUE, e.g. stages.dpo.beta=0.2")
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {override}: the value is not YAML ({getattr(error, 'problem', error)})") from None
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                where = ".".join(keys[:depth + 1])
+                raise ConfigError(f"--set {override}: {where} is {child!r}, not a mapping of keys")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Read and validate a pipeline YAML file, with `overrides` (`apply_overrides`) applied first."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -58,7 +87,16 @@ def load_config(path: str | Path) -> PipelineConfig:
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
-    return parse_config(data, str(path))
+    if not overrides:
+        return parse_config(data, str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return parse_config(apply_overrides(data, overrides), f"{path} with --set {' --set '.join(overrides)}")
+
+
+def effective_config_text(config: PipelineConfig) -> str:
+    """The validated config as YAML, defaults filled in: what a run with overrides actually used."""
+    return yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
 
 
 def section_digest(section: object) -> str:

@@ -415,12 +415,21 @@ def task_runner(config: PipelineConfig):
 
 
 def run_pipeline(graph: Graph, config: PipelineConfig, config_path: str, *, only: str | None = None,
-                 from_stage: str | None = None, refresh: tuple[str, ...] = ()) -> PipelineRun:
-    """Run `graph` on `config` inside the active Prefect flow run: plan, submit, collect."""
+                 from_stage: str | None = None, refresh: tuple[str, ...] = (),
+                 overrides: tuple[str, ...] = ()) -> PipelineRun:
+    """Run `graph` on `config` inside the active Prefect flow run: plan, submit, collect. The
+    parent run holds the file as written (config.yaml) and, when command-line overrides changed it,
+    the overrides (tag alignflow.overrides) and the config they gave (config_effective.yaml)."""
+    from alignflow.pipeline.config import effective_config_text
+
     plan = plan_pipeline(graph, config, only=only, from_stage=from_stage, refresh=refresh)
     experiment_id = tracking.setup_tracking(config)
     parent_run_id = tracking.start_parent_run(experiment_id, config, config_path)
-    mlflow.MlflowClient().log_text(parent_run_id, Path(config_path).read_text(encoding="utf-8"), "config.yaml")
+    client = mlflow.MlflowClient()
+    client.log_text(parent_run_id, Path(config_path).read_text(encoding="utf-8"), "config.yaml")
+    if overrides:
+        client.set_tag(parent_run_id, "alignflow.overrides", " ".join(overrides))
+        client.log_text(parent_run_id, effective_config_text(config), "config_effective.yaml")
     ok = False
     try:
         with task_runner(config) as runner:

@@ -60,9 +60,11 @@ def _check_reachable(url: str) -> None:
 
 
 def deployment_parameters(config_path: str, only: str | None, from_stage: str | None,
-                          refresh: list[str]) -> dict:
+                          refresh: list[str], overrides: list[str] | None = None) -> dict:
     """The flow's parameters for every scheduled run; unset options are left to the flow's defaults."""
     parameters: dict = {"config_path": config_path}
+    if overrides:
+        parameters["overrides"] = list(overrides)
     if only:
         parameters["only"] = only
     if from_stage:
