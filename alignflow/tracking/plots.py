@@ -5,23 +5,43 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-# Chinese task names and labels: the first of these that is installed draws them (Debian:
-# fonts-noto-cjk); without one they render as boxes.
+# Chinese task names and labels: the first of these that is installed draws them. Noto Sans CJK SC
+# comes with the `mplfonts` package (a dependency, from PyPI), so a plain install has it; a system
+# font (Debian: fonts-noto-cjk) works too.
 CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "SimHei", "Microsoft YaHei"]
+BUNDLED_CJK_FONT = "NotoSansCJKsc-Regular.otf"
+
+
+def bundled_cjk_font() -> Path | None:
+    """The Simplified Chinese font file mplfonts ships, found without importing the package (its
+    import pulls a command-line framework); None when it is not installed."""
+    from importlib.util import find_spec
+
+    spec = find_spec("mplfonts")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / "fonts" / BUNDLED_CJK_FONT
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 @cache
 def _pyplot():
     """matplotlib.pyplot, headless, imported on the first plot: importing it costs every CLI command
-    about a second at start-up."""
+    about a second at start-up. Latin text keeps DejaVu Sans; CJK characters fall back to the CJK font."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import font_manager
 
+    bundled = bundled_cjk_font()
+    if bundled is not None:
+        font_manager.fontManager.addfont(str(bundled))
     installed = {font.name for font in font_manager.fontManager.ttflist}
-    plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *[f for f in CJK_FONTS if f in installed]]
+    # Named fonts, not the generic "sans-serif": matplotlib falls back glyph by glyph only along a
+    # list of font names (a generic family resolves to one font, and CJK text drew as boxes).
+    plt.rcParams["font.family"] = ["DejaVu Sans", *[f for f in CJK_FONTS if f in installed]]
     return plt
 
 
