@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     evaluate.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     evaluate.add_argument("--output", default="results.json", help="per-sample records and summary (JSON)")
+    evaluate.add_argument("--harness-output", metavar="DIR",
+                          help="also write lm-evaluation-harness's layout (results_*.json, samples_*.jsonl) here")
     return parser
 
 
@@ -280,6 +282,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     Path(args.output).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     print(format_summary(result.rows))
     print(f"{len(result.records)} per-sample records in {args.output} ({result.seconds:.1f}s)")
+    if args.harness_output:
+        from alignflow.evaluation.harness_layout import write_harness_layout
+
+        written = write_harness_layout(Path(args.harness_output), result.records,
+                                       {t.spec.name: t.spec for t in tasks}, {t.spec.name: t.path for t in tasks},
+                                       model_name=args.model, limit=args.limit, fewshot_seed=args.seed)
+        print(f"lm-evaluation-harness layout: {written[0]} and {len(written) - 1} samples files")
     return 0
 
 

@@ -4,7 +4,8 @@ Models: the base model (pretrain) and, when configured, the tuned ones (sft, dpo
 rloo; each result's `outputs["model"]`). Tasks: YAML files (alignflow/evaluation/spec.py).
 Scoring is lm-evaluation-harness's (alignflow/evaluation/scoring.py). Output: the results table
 (model x task x k with Wilson intervals) as CSV/JSON, per-sample records as JSONL, plots of
-accuracy against k per model and a heatmap, all logged to MLflow.
+accuracy against k per model and a heatmap, and each model's results in lm-evaluation-harness's
+layout (`lm_eval/<model>/results_*.json`, `samples_*.jsonl`), all logged to MLflow.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def evaluate(cfg: EvaluateConfig, pretrain: ModelRef, sft: ModelRef | None = Non
              ppo: ModelRef | None = None, grpo: ModelRef | None = None, rloo: ModelRef | None = None, *,
              run: StageRun) -> StageOutput:
     """Few-shot sweep (tasks x k) of every model; results table, curves, heatmap."""
+    from alignflow.evaluation.harness_layout import write_harness_layout
     from alignflow.evaluation.sweep import evaluate_model, format_summary, load_model, load_tasks
     from alignflow.models.loading import stage_placement
     from alignflow.tracking.runs import log_models
@@ -124,6 +126,9 @@ def evaluate(cfg: EvaluateConfig, pretrain: ModelRef, sft: ModelRef | None = Non
         with (out / "samples" / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for record in result.records:
                 handle.write(json.dumps({"model": name, **record}, ensure_ascii=False) + "\n")
+        write_harness_layout(out / "lm_eval" / name, result.records, {t.spec.name: t.spec for t in tasks},
+                             {t.spec.name: t.path for t in tasks}, model_name=model_path, limit=settings.limit,
+                             fewshot_seed=sweep.seed)
         for row in result.rows:
             mlflow.log_metric(f"{row['metric']}/{name}/{row['task']}", row["accuracy"], step=row["k"])
     frame = pd.DataFrame(rows)
@@ -134,9 +139,11 @@ def evaluate(cfg: EvaluateConfig, pretrain: ModelRef, sft: ModelRef | None = Non
         mlflow.log_artifact(str(path), artifact_path="plots")
     mlflow.log_artifact(str(out / "results.csv"))
     mlflow.log_artifacts(str(out / "samples"), artifact_path="samples")
+    mlflow.log_artifacts(str(out / "lm_eval"), artifact_path="lm_eval")
     print("[evaluate] results (accuracy with Wilson interval):\n" + format_summary(rows, model_column=True),
           flush=True)
     metrics = {**category_means(rows), "documents_scored": float(frame["n"].sum()), "eval_seconds": seconds}
-    return StageOutput(outputs={"results": str(out / "results.csv"), "samples": str(out / "samples")},
+    return StageOutput(outputs={"results": str(out / "results.csv"), "samples": str(out / "samples"),
+                                "lm_eval": str(out / "lm_eval")},
                        metrics=metrics, summary={"models": [m for m, _ in models_to_evaluate(run.upstream)],
                                                  "tasks": [t.spec.name for t in tasks]})

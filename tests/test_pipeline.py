@@ -327,7 +327,12 @@ def test_evaluate_stage_tracks_a_results_table_and_reruns_alone_on_cached_models
     plots = {Path(a.path).name for a in client().list_artifacts(run.info.run_id, "plots")}
     assert plots == {"accuracy_vs_k_pretrain.png", "accuracy_vs_k_sft.png", "accuracy_heatmap.png"}
     assert {"results_table.json", "results.csv", "samples"} <= {a.path for a in client().list_artifacts(run.info.run_id)}
-    results = json.loads(next((smoke / "artifacts" / "evaluate").glob("evaluate-*/results.json")).read_text())
+    folder = smoke / "artifacts" / "evaluate" / run.data.tags[TAG_CACHE_KEY]
+    results = json.loads((folder / "results.json").read_text())
+    harness = json.loads(next((folder / "lm_eval" / "sft").glob("results_*.json")).read_text())
+    assert harness["results"]["recognize_sentence_zh_1shot"]["acc,none"] == next(
+        r["accuracy"] for r in results if (r["model"], r["task"], r["k"]) == ("sft", "recognize_sentence_zh", 1))
+    assert {"lm_eval/pretrain", "lm_eval/sft"} == {a.path for a in client().list_artifacts(run.info.run_id, "lm_eval")}
     assert {(r["model"], r["task"], r["k"]) for r in results} == {
         (model, "recognize_sentence_zh", k) for model in ("pretrain", "sft") for k in (0, 1)}
     assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == 4 for r in results)
