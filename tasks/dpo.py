@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import mlflow
 
-from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.pipeline.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.stages.dpo import DPOStageConfig
@@ -53,7 +52,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
         stage_placement,
         trainer_precision,
     )
-    from alignflow.tracking.runs import log_models, log_tokenizer_setup
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup, read_input
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.sft_loss import stage_replay, with_sft_loss
 
@@ -65,10 +64,10 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     log_tokenizer_setup(tokenizer)
     model = load_causal_lm(base, placement, trainable=True)
     columns = ["prompt", "chosen", "rejected"]
-    train = Dataset.from_pandas(read_table(pairs["pairs_train"])[columns], preserve_index=False)
+    train = Dataset.from_pandas(read_input(pairs, "pairs_train", "training")[columns], preserve_index=False)
     if not len(train):
         raise DataError(f"dpo: {pairs['pairs_train']} holds no preference pair to train on")
-    heldout_frame = read_table(pairs["pairs_heldout"])[columns]
+    heldout_frame = read_input(pairs, "pairs_heldout", "evaluation")[columns]
     heldout = Dataset.from_pandas(heldout_frame, preserve_index=False) if len(heldout_frame) else None
     peft_config = None
     if cfg.method == "lora":
@@ -89,6 +88,8 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=run.config.seed,
         **trainer_precision(placement, cfg.gradient_checkpointing))
     replay = stage_replay(run.method, cfg, instructions, run.config, tokenizer)
+    if replay is not None:
+        read_input(instructions.outputs, "train", "sft_loss")  # lineage: the rows the SFT loss replays
     trainer_class = DPOTrainer if replay is None else with_sft_loss(DPOTrainer)
     trainer = trainer_class(model=model, args=args, train_dataset=train, eval_dataset=heldout,
                             processing_class=tokenizer, peft_config=peft_config,
@@ -109,7 +110,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     if final_eval:
         metrics |= {"heldout_preference_accuracy": float(final_eval["eval_rewards/accuracies"]),
                     "heldout_reward_margin": float(final_eval["eval_rewards/margins"])}
-    eval_prompts = read_table(pairs["eval_prompts"])
+    eval_prompts = read_input(pairs, "eval_prompts", "evaluation")
     if len(eval_prompts):
         reference = load_causal_lm(base, placement)
         log_models(reference=reference)

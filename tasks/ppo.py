@@ -15,7 +15,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from alignflow.data.tables import read_table
 from alignflow.errors import ConfigError, DataError
 from alignflow.pipeline.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.stages.ppo import PPOStageConfig
@@ -62,7 +61,7 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
     from alignflow.progress import StepProgress
     from alignflow.rl.ppo_trainer import PPOTrainer
     from alignflow.rl.rollout import sequence_scores
-    from alignflow.tracking.runs import log_models, log_tokenizer_setup
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup, read_input
     from alignflow.training.sft_loss import stage_replay
 
     settings = cfg
@@ -81,7 +80,7 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
         policy.gradient_checkpointing_enable()
         value_model.gradient_checkpointing_enable()
     log_models(policy=policy, reference=reference, value=value_model, reward=reward_model)
-    prompts = sorted(set(read_table(preference_outputs["pairs_train"])["prompt"]))
+    prompts = sorted(set(read_input(preference_outputs, "pairs_train", "training")["prompt"]))
     if not prompts:
         raise DataError(f"ppo: no training prompt in {preference_outputs['pairs_train']}")
 
@@ -90,6 +89,8 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
 
     accelerator = launched_accelerator(settings, placement)
     replay = stage_replay(run.method, settings, instructions, run.config, tokenizer)
+    if replay is not None:
+        read_input(instructions.outputs, "train", "sft_loss")  # lineage: the rows the SFT loss replays
     if replay is not None and accelerator is not None:  # each rank replays its own rows
         replay.rng.seed(run.config.seed + 1000 * accelerator.process_index)
     trainer = PPOTrainer(policy, reference, value_model, reward, tokenizer, prompts,
@@ -118,7 +119,7 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
     save_model(policy, tokenizer, model_dir)
     metrics: dict[str, float] = {"final_reward_mean": history["reward_mean"][-1][1] if history else float("nan"),
                                  "resumed_from_step": float(resume_step)}
-    eval_prompts = read_table(preference_outputs["eval_prompts"])
+    eval_prompts = read_input(preference_outputs, "eval_prompts", "evaluation")
     if len(eval_prompts):
         metrics |= held_out_comparison(policy, reference, reward_model, tokenizer, eval_prompts,
                                        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,

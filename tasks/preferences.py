@@ -28,7 +28,7 @@ from alignflow.pipeline.fanout import batch_shards, fan_out
 from alignflow.pipeline.stage import InstructionData, ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.config import PipelineConfig
 from alignflow.schemas.stages.preferences import PreferencesConfig
-from alignflow.tracking.runs import log_table_input
+from alignflow.tracking.runs import log_table_input, read_input
 
 
 def preferences_key(settings: PreferencesConfig, config: PipelineConfig) -> dict:
@@ -139,7 +139,7 @@ def build_preferences(cfg: PreferencesConfig, sft: ModelRef, validate: Instructi
     tokenizer = load_tokenizer(sft.model)
     log_tokenizer_setup(tokenizer)
     template = prompt_template(run.config.stages.sft, tokenizer)
-    train_rows = read_table(data["train"])
+    train_rows = read_input(data, "train", "training")
     prompt_of = {row["id"]: prompt_text(row, tokenizer, template) for row in train_rows.to_dict("records")}
     task_of = dict(zip(train_rows["id"], train_rows["task"], strict=True))
 
@@ -198,7 +198,7 @@ def build_preferences(cfg: PreferencesConfig, sft: ModelRef, validate: Instructi
     held_rows = train_rows[train_rows["id"].isin({r["prompt_id"] for r in rankings
                                                    if is_heldout_prompt(r["prompt_id"], settings.heldout_fraction,
                                                                         seed)})]
-    candidates = pd.concat([read_table(data["validation"]), held_rows], ignore_index=True)
+    candidates = pd.concat([read_input(data, "validation", "evaluation"), held_rows], ignore_index=True)
     eval_prompts = held_out_prompts(candidates, settings, tokenizer, template, seed)
     write_table(eval_prompts, out / "eval_prompts.parquet")
     if rankings:
@@ -208,8 +208,10 @@ def build_preferences(cfg: PreferencesConfig, sft: ModelRef, validate: Instructi
                                 for r in rankings])
         write_table(samples, out / "samples.parquet")
         mlflow.log_table(samples.head(50), artifact_file="samples.json")
-    log_table_input(table[~heldout], out / "pairs_train.parquet", "preferences.pairs_train", context="training")
-    log_table_input(table[heldout], out / "pairs_heldout.parquet", "preferences.pairs_heldout", context="evaluation")
+    # logged as the stages after it read them back (same digest: MLflow links them as one dataset)
+    for name, context in (("pairs_train", "training"), ("pairs_heldout", "evaluation"), ("eval_prompts", "evaluation")):
+        log_table_input(read_table(out / f"{name}.parquet"), out / f"{name}.parquet", f"preferences.{name}",
+                        context=context)
     mlflow.log_artifact(str(out / "rejected.parquet"), artifact_path="data")
     metrics |= {"pairs_train": int((~heldout).sum()), "pairs_heldout": int(heldout.sum()),
                 "ties_dropped": counts["ties"], "identical_dropped": counts["identical"],

@@ -24,10 +24,13 @@ from alignflow.training.checkpoints import (
 )
 
 
-def pair_dataset(path: str, use_margin: bool):
+def pair_dataset(pairs: dict[str, str], key: str, use_margin: bool, context: str):
+    """The pairs table `pairs[key]` as a datasets.Dataset, logged as an input of the stage's run."""
     from datasets import Dataset
 
-    frame = read_table(path)
+    from alignflow.tracking.runs import read_input
+
+    frame = read_input(pairs, key, context)
     columns = ["prompt", "chosen", "rejected"] + (["margin"] if use_margin else [])
     return Dataset.from_pandas(frame[columns].reset_index(drop=True), preserve_index=False)
 
@@ -58,10 +61,10 @@ def train_reward_model(cfg: RewardModelConfig, sft: ModelRef, preferences: Prefe
     model, tokenizer = reward_model_and_tokenizer(base, placement, trainable=True)
     log_models(reward=model)
     log_tokenizer_setup(tokenizer)
-    train = pair_dataset(pairs["pairs_train"], settings.use_margin)
+    train = pair_dataset(pairs, "pairs_train", settings.use_margin, "training")
     if not len(train):
         raise DataError(f"reward_model: {pairs['pairs_train']} holds no preference pair to train on")
-    heldout = pair_dataset(pairs["pairs_heldout"], settings.use_margin)
+    heldout = pair_dataset(pairs, "pairs_heldout", settings.use_margin, "evaluation")
     checkpoints = checkpoint_dir(run.config, "reward_model", run.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)

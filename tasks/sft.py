@@ -18,7 +18,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.models.loading import Placement, resolve_placement, trainer_precision
 from alignflow.pipeline.stage import InstructionData, ModelRef, StageOutput, StageRun, stage
@@ -126,7 +125,7 @@ def train_sft(cfg: SFTStageConfig, pretrain: ModelRef, validate: InstructionData
     from transformers.utils import logging as transformers_logging
 
     from alignflow.models.loading import load_causal_lm, load_tokenizer, save_model, stage_placement
-    from alignflow.tracking.runs import log_models, log_tokenizer_setup
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup, read_input
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.curriculum import CurriculumSampler
     from alignflow.training.sft_trainer import AlignflowSFTTrainer
@@ -140,9 +139,9 @@ def train_sft(cfg: SFTStageConfig, pretrain: ModelRef, validate: InstructionData
     tokenizer = load_tokenizer(base, run.config.chat_template)
     log_tokenizer_setup(tokenizer)
     template = prompt_template(settings, tokenizer)
-    examples, origins, dropped_train = tokenize_table(read_table(data["train"]), tokenizer, template,
+    examples, origins, dropped_train = tokenize_table(read_input(data, "train", "training"), tokenizer, template,
                                                       settings.max_length)
-    validation, _, dropped_val = tokenize_table(read_table(data["validation"]), tokenizer, template,
+    validation, _, dropped_val = tokenize_table(read_input(data, "validation", "validation"), tokenizer, template,
                                                 settings.max_length)
     if not examples:
         raise DataError(f"sft: no training example left from {data['train']} (all {dropped_train} rows lost their "

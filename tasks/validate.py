@@ -101,8 +101,10 @@ def validate_data(cfg: ValidateConfig, build: InstructionData, self_instruct: In
                                       encoding="utf-8")
     count_panels(out / "data_card.png", "instruction data", card)
 
-    log_table_input(train, out / "train.parquet", "instructions-train", context="train")
-    log_table_input(validation, out / "validation.parquet", "instructions-validation", context="validation")
+    # logged as the stages after it read them back (same digest: MLflow links them as one dataset)
+    log_table_input(read_table(out / "train.parquet"), out / "train.parquet", "instructions-train", context="train")
+    log_table_input(read_table(out / "validation.parquet"), out / "validation.parquet", "instructions-validation",
+                    context="validation")
     for name, counts in card.items():
         mlflow.log_table(pd.DataFrame({name: list(counts), "rows": list(counts.values())}),
                          artifact_file=f"data_card/{name.replace(' ', '_')}.json")

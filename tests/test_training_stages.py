@@ -280,3 +280,30 @@ def test_rankings_file_and_imports_through_the_stage_reject_bad_rows_with_reason
     metrics = latest_run(project, "preferences").data.metrics
     assert metrics["rows_rejected"] == 5 and metrics["rejected_ties_only"] == 1
     assert metrics["pairs_from_hh"] == 1 and metrics["pairs_from_ultrafeedback"] == 1
+
+
+def dataset_inputs(run) -> dict[str, tuple[str, str]]:
+    """name -> (digest, context) of the datasets a run logged as inputs."""
+    return {i.dataset.name: (i.dataset.digest, {t.key: t.value for t in i.tags}.get("mlflow.data.context"))
+            for i in run.inputs.dataset_inputs}
+
+
+def test_every_training_stage_logs_the_tables_it_read_as_the_datasets_its_upstream_logged(training_project):
+    """MLflow's own lineage: a stage's inputs are its upstream's outputs, same name and digest."""
+    produced = {**dataset_inputs(first_run(training_project, "validate")),
+                **dataset_inputs(first_run(training_project, "preferences"))}
+    expected = {
+        "sft": {"instructions-train", "instructions-validation"},
+        "preferences": {"instructions-train", "instructions-validation"},
+        "reward_model": {"preferences.pairs_train", "preferences.pairs_heldout"},
+        "dpo": {"preferences.pairs_train", "preferences.pairs_heldout", "preferences.eval_prompts"},
+        "ppo": {"preferences.pairs_train", "preferences.eval_prompts", "instructions-train"},  # + the SFT loss's rows
+        "grpo": {"preferences.pairs_train", "preferences.eval_prompts", "instructions-train"},
+        "rloo": {"preferences.pairs_train", "preferences.eval_prompts"},
+    }
+    for stage, names in expected.items():
+        inputs = dataset_inputs(first_run(training_project, stage))
+        assert names <= set(inputs), (stage, sorted(inputs))
+        for name in names:
+            assert inputs[name][0] == produced[name][0], (stage, name, "same digest as its producer logged")
+    assert dataset_inputs(first_run(training_project, "sft"))["instructions-train"][1] == "training"

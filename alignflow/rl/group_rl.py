@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import mlflow
 
-from alignflow.data.tables import read_table
 from alignflow.pipeline.stage import StageOutput, StageResult, StageRun
 from alignflow.schemas.stages.group_rl import GroupRLStageConfig
 from alignflow.tracking.model_card import publish_model
@@ -72,7 +71,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
         stage_placement,
         trainer_precision,
     )
-    from alignflow.tracking.runs import log_models, log_tokenizer_setup
+    from alignflow.tracking.runs import log_models, log_tokenizer_setup, read_input
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.reward import reward_function
     from alignflow.training.sft_loss import stage_replay
@@ -82,7 +81,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     trainer_name, _, title = METHODS[method]
     sft_path, reward_path = sft.outputs["model"], reward_model.outputs["model"]
     preference_outputs = preferences.outputs
-    prompts = sorted(set(read_table(preference_outputs["pairs_train"])["prompt"]))
+    prompts = sorted(set(read_input(preference_outputs, "pairs_train", "training")["prompt"]))
     placement = stage_placement(run.config)
     tokenizer = load_tokenizer(sft_path)
     log_tokenizer_setup(tokenizer)
@@ -101,6 +100,8 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
                                precision=trainer_precision(placement, settings.gradient_checkpointing),
                                callbacks=[metrics_callback, ProgressBar(method)],
                                replay=stage_replay(method, settings, instructions, run.config, tokenizer))
+    if getattr(trainer, "sft_replay", None) is not None:
+        read_input(instructions.outputs, "train", "sft_loss")  # lineage: the rows the SFT loss replays
     trainer.remove_callback(PrinterCallback)
     log_models(policy=trainer.model, reward=reward_model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -111,7 +112,7 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
     save_model(trainer.model, tokenizer, model_dir)
     metrics = {"train_loss": float(result.training_loss), "prompts": len(prompts),
                "resumed_from_step": float(resume_step)}
-    eval_prompts = read_table(preference_outputs["eval_prompts"])
+    eval_prompts = read_input(preference_outputs, "eval_prompts", "evaluation")
     if len(eval_prompts):
         reference = load_causal_lm(sft_path, placement)
         log_models(reference=reference)

@@ -121,6 +121,23 @@ def log_table_input(frame: pd.DataFrame, source: Path, name: str, context: str) 
         mlflow.log_input(dataset, context=context)
 
 
+# The names the producing stages log their tables under: a reader logs the same name, so MLflow
+# links the producer's output and the reader's input as one dataset (name and digest).
+TABLE_NAMES = {"train": "instructions-train", "validation": "instructions-validation",
+               "pairs_train": "preferences.pairs_train", "pairs_heldout": "preferences.pairs_heldout",
+               "eval_prompts": "preferences.eval_prompts"}
+
+
+def read_input(outputs: dict[str, str], key: str, context: str) -> pd.DataFrame:
+    """Upstream table `outputs[key]`, read and logged as an input of the active run (dataset lineage
+    in MLflow's own view: data -> SFT -> reward model -> PPO/DPO -> ...)."""
+    from alignflow.data.tables import read_table
+
+    frame = read_table(outputs[key])
+    log_table_input(frame, Path(outputs[key]), TABLE_NAMES.get(key, key), context=context)
+    return frame
+
+
 def register_model_folder(name: str, run_id: str, artifact_path: str = "model") -> int:
     """A new version of registered model `name` pointing at the run's model folder; returns its number.
 
