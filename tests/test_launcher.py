@@ -148,7 +148,8 @@ def test_two_processes_run_ppo_as_one(project, capsys):
 
     def upstream_stages(run) -> list[str]:
         return sorted(entry.split(":")[0] for entry in run.data.tags["alignflow.upstream_runs"].split(","))
-    assert upstream_stages(two) == upstream_stages(one) == ["preferences", "reward_model", "sft"], "the same lineage"
+    same_lineage = ["instructions", "preferences", "reward_model", "sft"]  # instructions: the SFT loss's rows
+    assert upstream_stages(two) == upstream_stages(one) == same_lineage
     key = two.data.tags["alignflow.cache_key"]
     assert (project / "artifacts" / "ppo" / key / "model" / "model.safetensors").is_file()
 
