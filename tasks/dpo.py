@@ -88,8 +88,6 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=run.config.seed,
         **trainer_precision(placement, cfg.gradient_checkpointing))
     replay = stage_replay(run.method, cfg, instructions, run.config, tokenizer)
-    if replay is not None:
-        read_input(instructions.outputs, "train", "sft_loss")  # lineage: the rows the SFT loss replays
     trainer_class = DPOTrainer if replay is None else with_sft_loss(DPOTrainer)
     trainer = trainer_class(model=model, args=args, train_dataset=train, eval_dataset=heldout,
                             processing_class=tokenizer, peft_config=peft_config,

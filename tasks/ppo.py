@@ -89,8 +89,6 @@ def train_ppo(cfg: PPOStageConfig, sft: ModelRef, reward_model: ModelRef, prefer
 
     accelerator = launched_accelerator(settings, placement)
     replay = stage_replay(run.method, settings, instructions, run.config, tokenizer)
-    if replay is not None:
-        read_input(instructions.outputs, "train", "sft_loss")  # lineage: the rows the SFT loss replays
     if replay is not None and accelerator is not None:  # each rank replays its own rows
         replay.rng.seed(run.config.seed + 1000 * accelerator.process_index)
     trainer = PPOTrainer(policy, reference, value_model, reward, tokenizer, prompts,

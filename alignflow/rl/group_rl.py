@@ -100,8 +100,6 @@ def train_group_rl(settings: GroupRLStageConfig, sft: StageResult, reward_model:
                                precision=trainer_precision(placement, settings.gradient_checkpointing),
                                callbacks=[metrics_callback, ProgressBar(method)],
                                replay=stage_replay(method, settings, instructions, run.config, tokenizer))
-    if getattr(trainer, "sft_replay", None) is not None:
-        read_input(instructions.outputs, "train", "sft_loss")  # lineage: the rows the SFT loss replays
     trainer.remove_callback(PrinterCallback)
     log_models(policy=trainer.model, reward=reward_model)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

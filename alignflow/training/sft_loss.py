@@ -73,10 +73,11 @@ def sft_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def stage_replay(stage: str, settings, instructions, pipeline_config, tokenizer) -> SFTReplay | None:
     """The replay a preference stage's `sft_loss_coef` asks for (None when it is 0), from the
-    validated instruction rows `instructions` (an InstructionData result) as `stages.sft` tokenised them."""
-    from alignflow.data.tables import read_table
+    validated instruction rows `instructions` (an InstructionData result) as `stages.sft` tokenised
+    them; the table is logged as an input of the stage's run (context sft_loss)."""
     from alignflow.errors import ConfigError, DataError
     from alignflow.models.generation import pad_id
+    from alignflow.tracking.runs import read_input
 
     if not settings.sft_loss_coef:
         return None
@@ -85,7 +86,7 @@ def stage_replay(stage: str, settings, instructions, pipeline_config, tokenizer)
         raise ConfigError(f"stages.{stage}.sft_loss_coef: the SFT loss replays the rows SFT trained on; the "
                           "pipeline needs its sft and validate stages")
     path = instructions.outputs["train"]
-    examples = replay_examples(read_table(path), sft_settings, tokenizer)
+    examples = replay_examples(read_input(instructions.outputs, "train", "sft_loss"), sft_settings, tokenizer)
     if not examples:
         raise DataError(f"{stage}: {path} holds no row SFT trained on to replay for sft_loss_coef")
     return SFTReplay(examples, settings.sft_loss_batch_size, pad_id(tokenizer), pipeline_config.seed)
