@@ -33,6 +33,12 @@ class TrackingConfig(Section):
         description="MLflow tracking URI. Unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db.",
     )
     experiment: str | None = Field(None, description="MLflow experiment name. Unset: the pipeline's name.")
+    log_weights: Literal["copy", "reference"] = Field(
+        "copy",
+        description="How each trained model is logged as an MLflow model: copy (transformers flavour, the weights "
+        "stored in the MLflow store; loads anywhere the store is reachable) or reference (a pyfunc model pointing "
+        "at the stage's model folder, no second copy of multi-GB checkpoints; loads where that folder is).",
+    )
 
 
 class CacheConfig(Section):

@@ -18,6 +18,7 @@ from alignflow.pipeline.stage import ModelRef, StageOutput, StageRun, stage
 from alignflow.progress import StepProgress
 from alignflow.schemas.config import PipelineConfig
 from alignflow.schemas.stages.pretrain import BaseModelSource
+from alignflow.tracking.logged_models import CAUSAL_LM_TASK, log_model_folder
 from alignflow.tracking.plots import line_plot
 from alignflow.tracking.runs import log_table_input
 
@@ -93,7 +94,8 @@ def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
     curve = line_plot(out_dir / "loss_curve.png", "pretraining loss", "step", "train loss",
                       {"train": history})
     mlflow.log_artifact(str(curve))
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    log_model_folder(model_dir, task=CAUSAL_LM_TASK, weights=config.tracking.log_weights, name="pretrain",
+                     model_type="pretrain")
     mlflow.log_artifact(str(corpus_path), artifact_path="data")
     summary = {"n_parameters": n_params, "vocab_size": len(tokenizer), "corpus_streams": len(rows)}
     return StageOutput(outputs={"model": str(model_dir), "corpus": str(corpus_path)}, metrics=metrics,

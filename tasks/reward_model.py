@@ -14,6 +14,7 @@ from alignflow.data.tables import read_table
 from alignflow.errors import DataError
 from alignflow.pipeline.stage import ModelRef, PreferenceData, StageOutput, StageRun, stage
 from alignflow.schemas.stages.reward_model import RewardModelConfig
+from alignflow.tracking.logged_models import REWARD_MODEL_TASK
 from alignflow.tracking.model_card import publish_model
 from alignflow.tracking.plots import histogram, line_plot
 from alignflow.training.checkpoints import (
@@ -105,7 +106,7 @@ def train_reward_model(cfg: RewardModelConfig, sft: ModelRef, preferences: Prefe
     for plot in ("margin_histogram.png", "loss_curve.png"):
         mlflow.log_artifact(str(out / plot), artifact_path="plots")
     metrics = publish_model(run, model_dir, title="reward model", base_model=base, metrics=metrics,
-                            register=settings.register_model,
+                            register=settings.register_model, task=REWARD_MODEL_TASK,
                             summary=f"Bradley-Terry reward model initialised from the SFT model `{base}` (scalar head, "
                             "AutoModelForSequenceClassification), trained on the pipeline's preference pairs.")
     print(f"[reward_model] {split} pair accuracy {metrics[f'{split}_pair_accuracy']:.3f} on {len(evaluation)} pairs",

@@ -97,9 +97,13 @@ def test_pretrain_run_is_tracked_with_params_metrics_and_artifacts(smoke):
     vocab = int(run.data.params["vocab_size"])
     assert run.data.metrics["final_train_loss"] < math.log(vocab)
     artifacts = {a.path for a in client().list_artifacts(run.info.run_id)}
-    assert {"loss_curve.png", "model", "data"} <= artifacts
-    model_files = {Path(a.path).name for a in client().list_artifacts(run.info.run_id, "model")}
-    assert {"model.safetensors", "config.json", "tokenizer.json"} <= model_files
+    assert {"loss_curve.png", "data"} <= artifacts
+    (model,) = client().search_logged_models([run.info.experiment_id],
+                                             filter_string=f"source_run_id = '{run.info.run_id}'")
+    model_files = {Path(a.path).name for a in client().list_artifacts(run.info.run_id)}
+    assert "model" not in model_files and model.model_type == "pretrain"
+    stored = {Path(p).name for p in Path(model.artifact_location.removeprefix("file://")).rglob("*")}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "MLmodel"} <= stored
     dataset_inputs = client().get_run(run.info.run_id).inputs.dataset_inputs
     assert dataset_inputs[0].dataset.name == "demo-corpus" and dataset_inputs[0].dataset.digest
     parent = client().get_run(run.data.tags["mlflow.parentRunId"])

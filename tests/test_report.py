@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -12,30 +11,11 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 @pytest.fixture(scope="module")
 def report(training_project, tmp_path_factory) -> tuple[Path, MlflowClient]:
     client = MlflowClient(tracking_uri=f"sqlite:///{training_project.folder}/mlruns/mlflow.db")
     folder = tmp_path_factory.mktemp("report")
     return Path(client.download_artifacts(training_project.parent_run_id, "report.html", str(folder))), client
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing; CI must provide the system Chromium")
-        pytest.skip(f"{CHROMIUM} is missing (alignflow never downloads a browser)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_report_is_self_contained(report):

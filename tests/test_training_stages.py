@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from helpers import (
     TrainedProject,
     config_variant,
@@ -22,6 +23,7 @@ from helpers import (
 from transformers import AutoModelForCausalLM
 
 from alignflow.schemas.preference import PreferencePair
+from alignflow.tracking.lineage import parse_upstream
 from alignflow.tracking.runs import TAG_CACHE_KEY, TAG_STAGE, TAG_UPSTREAM
 
 pytestmark = pytest.mark.slow
@@ -72,9 +74,41 @@ def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(training_
     assert run.info.run_id in card and "upstream `pretrain`" in card and "upstream `validate`" in card
     assert "train_loss" in card
     versions = project_store(folder).search_model_versions("name='smoke-sft'")
-    assert run.info.run_id in [v.run_id for v in versions]  # later modules may add versions
-    artifacts = {a.path for a in project_store(folder).list_artifacts(run.info.run_id, "model")}
-    assert {"model/model.safetensors", "model/README.md", "model/tokenizer.json"} <= artifacts
+    version = next(v for v in versions if v.run_id == run.info.run_id)  # later modules may add versions
+    assert version.source == f"models:/{version.model_id}"
+    pipe = mlflow_transformers().load_model(f"models:/smoke-sft/{version.version}")
+    assert torch.equal(next(pipe.model.parameters()), next(model.parameters()))
+
+
+def mlflow_transformers():
+    import mlflow.transformers
+
+    return mlflow.transformers
+
+
+MODEL_STAGES = ("pretrain", "sft", "reward_model", "dpo", "ppo", "grpo", "rloo")
+
+
+def test_every_trained_model_is_logged_once_and_read_as_an_input_downstream(training_project):
+    store = project_store(training_project.folder)
+    runs = {stage: first_run(training_project, stage) for stage in (*MODEL_STAGES, "preferences", "evaluate")}
+
+    experiment = runs["sft"].info.experiment_id
+
+    def logged(run_id):
+        return [m.model_id for m in store.search_logged_models(
+            [experiment], filter_string=f"source_run_id = '{run_id}'")]
+
+    for stage in MODEL_STAGES:
+        assert len(logged(runs[stage].info.run_id)) == 1, stage
+        # the weights live in the logged model only, not also under the run's artifacts
+        assert "model" not in {a.path for a in store.list_artifacts(runs[stage].info.run_id)}, stage
+    for stage, run in runs.items():
+        upstream = parse_upstream(run.data.tags[TAG_UPSTREAM]).values()
+        expected = sorted(m for run_id in upstream for m in logged(run_id))
+        inputs = sorted(item.model_id for item in run.inputs.model_inputs)
+        assert inputs == expected, stage
+    assert len(runs["evaluate"].inputs.model_inputs) >= 5  # SFT and the preference-tuned policies
 
 
 def test_curves_are_logged_once_per_step(training_project):

@@ -33,7 +33,7 @@ class DatasetRef:
 class ModelRef:
     name: str  # registered model name, or "" for an unregistered `model/` artifact folder
     version: str
-    source: str  # artifact URI of the model folder
+    source: str  # models:/<logged model id> (or runs:/<run>/model in stores from before logged models)
 
 
 @dataclass
@@ -136,13 +136,19 @@ def _datasets(run: Run) -> list[DatasetRef]:
             for item in inputs]
 
 
-def _models(client: MlflowClient, run_id: str) -> list[ModelRef]:
-    """Registered versions made from the run; else its unregistered `model/` folder, if any."""
-    versions = client.search_model_versions(f"run_id = '{run_id}'")
+def _models(client: MlflowClient, run: Run) -> list[ModelRef]:
+    """Registered versions made from the run, then its logged models that no version points at
+    (sweep points, unregistered stages); a store from before logged models: its `model/` folder."""
+    versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
     versions = sorted(versions, key=lambda v: (v.name, int(v.version)))
     models = [ModelRef(v.name, str(v.version), v.source) for v in versions]
-    if not models and any(a.path == "model" and a.is_dir for a in client.list_artifacts(run_id)):
-        models.append(ModelRef("", "", f"runs:/{run_id}/model"))
+    registered = {v.source for v in versions}
+    logged = client.search_logged_models([run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run.info.run_id}'")
+    models += [ModelRef("", "", f"models:/{m.model_id}") for m in sorted(logged, key=lambda m: m.creation_timestamp)
+               if f"models:/{m.model_id}" not in registered]
+    if not models and any(a.path == "model" and a.is_dir for a in client.list_artifacts(run.info.run_id)):
+        models.append(ModelRef("", "", f"runs:/{run.info.run_id}/model"))
     return models
 
 
@@ -163,7 +169,7 @@ def _node(client: MlflowClient, run: Run) -> LineageNode:
                        status="cached" if cached_from else "computed", cached_from=cached_from,
                        run_status=run.info.status, start_time=run.info.start_time or 0,
                        upstream=parse_upstream(tags.get(TAG_UPSTREAM)), datasets=_datasets(computing),
-                       models=_models(client, computing.info.run_id),
+                       models=_models(client, computing),
                        metrics=headline_metrics(stage, run.data.metrics))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignflow.tracking.logged_models import CAUSAL_LM_TASK, log_model_folder, register_logged_model
+
 
 def _table(rows: list[tuple[str, str]]) -> str:
     return "| | |\n|---|---|\n" + "".join(f"| {key} | {value} |\n" for key, value in rows)
@@ -31,19 +33,19 @@ def write_model_card(folder: Path, *, title: str, summary: str, stage: str, run_
 
 
 def publish_model(run, model_dir: Path, *, title: str, summary: str, base_model: str, metrics: dict[str, float],
-                  register: bool) -> dict[str, float]:
-    """Give a saved model folder its card, log it under the stage run's `model/` and register a new
-    version of `<pipeline>-<stage>`; returns the metrics with `registry_version` when registered."""
+                  register: bool, task: str = CAUSAL_LM_TASK) -> dict[str, float]:
+    """Give a saved model folder its card, log it as the stage run's MLflow model (`tracking.log_weights`)
+    and register a new version of `<pipeline>-<stage>`; returns the metrics with `registry_version`
+    when registered."""
     import mlflow
-
-    from alignflow.tracking import runs as tracking
 
     run_id = mlflow.active_run().info.run_id
     write_model_card(model_dir, title=f"{run.config.name}: {title}", summary=summary, stage=run.name,
                      run_id=run_id, base_model=base_model, upstream=run.upstream, metrics=metrics,
                      config=run.section.model_dump(mode="json"))
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    info = log_model_folder(model_dir, task=task, weights=run.config.tracking.log_weights, name=run.name,
+                            model_type=run.method)
     if register:
-        name = f"{run.config.name}-{run.name}"
-        metrics = {**metrics, "registry_version": float(tracking.register_model_folder(name, run_id))}
+        version = register_logged_model(f"{run.config.name}-{run.name}", info, run_id)
+        metrics = {**metrics, "registry_version": float(version)}
     return metrics

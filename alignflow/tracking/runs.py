@@ -138,23 +138,6 @@ def read_input(outputs: dict[str, str], key: str, context: str) -> pd.DataFrame:
     return frame
 
 
-def register_model_folder(name: str, run_id: str, artifact_path: str = "model") -> int:
-    """A new version of registered model `name` pointing at the run's model folder; returns its number.
-
-    The folder is a plain `save_pretrained` folder (not an MLflow pyfunc model), so the version is
-    created from its artifact URI rather than with `mlflow.register_model`.
-    """
-    client = mlflow.MlflowClient()
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, description="Models produced by alignflow pipelines.")
-    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    version = client.create_model_version(name, source=source, run_id=run_id,
-                                          tags={"alignflow.artifact_path": artifact_path})
-    return int(version.version)
-
-
 def copy_metric_history(source_run_id: str, target_run_id: str, up_to_step: int) -> int:
     """Copy the source run's metrics logged at steps <= up_to_step into the target run.
 

@@ -1,0 +1,116 @@
+"""Trained models as MLflow logged models, so MLflow's own tools find and load them.
+
+A logged model is what the UI's Models column and model pages show, what the registry points at,
+and what `mlflow.transformers.load_model` / `mlflow.pyfunc.load_model("models:/...")` load. Two
+ways to log one (`tracking.log_weights`):
+
+- `copy`: the transformers flavour, weights stored in the logged model (the store's only copy;
+  the run does not also hold a `model/` folder);
+- `reference`: a pyfunc model that records where the stage's model folder is and loads it from
+  there, so a store of multi-GB checkpoints does not hold each one a second time.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+from mlflow.entities import LoggedModel, LoggedModelInput
+
+LogWeights = Literal["copy", "reference"]
+CAUSAL_LM_TASK = "text-generation"
+REWARD_MODEL_TASK = "text-classification"
+
+
+def pip_requirements() -> list[str]:
+    """The installed versions a logged model needs to load; given explicitly, because MLflow's own
+    inference imports every optional module it guesses (torchvision, ...) and fails without them."""
+    pins = []
+    for package in ("torch", "transformers", "safetensors", "tokenizers", "accelerate"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+class FolderPipeline(mlflow.pyfunc.PythonModel):
+    """A transformers pipeline built from the model folder named in the model config (`reference`)."""
+
+    def load_context(self, context) -> None:
+        from transformers import pipeline
+
+        config = context.model_config
+        self.task = config["task"]
+        self.pipeline = pipeline(self.task, model=config["folder"])
+
+    def predict(self, context, model_input: list[str], params: dict | None = None) -> list:
+        texts = list(model_input)
+        if self.task == REWARD_MODEL_TASK:
+            return [item["score"] for item in self.pipeline(texts, function_to_apply="none")]
+        options = {"max_new_tokens": 32, "return_full_text": False, **(params or {})}
+        return [out[0]["generated_text"] for out in self.pipeline(texts, **options)]
+
+
+def _components(folder: Path, task: str) -> dict:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    auto = AutoModelForSequenceClassification if task == REWARD_MODEL_TASK else AutoModelForCausalLM
+    return {"model": auto.from_pretrained(folder, dtype="auto"), "tokenizer": AutoTokenizer.from_pretrained(folder)}
+
+
+def logged_model_name(stage: str) -> str:
+    """MLflow's model names may not hold / : . % " ' (a sweep point is dpo-beta-0.5): dpo-beta-0_5."""
+    return re.sub(r"[/:.%\"']", "_", stage)
+
+
+def log_model_folder(folder: Path, *, task: str, weights: LogWeights, name: str, model_type: str):
+    """Log the saved model folder as logged model `name` (the stage, so the UI's lists tell models
+    apart) of the active run; `model_type` is the method (dpo for a sweep point). Returns MLflow's
+    ModelInfo."""
+    requirements, name = pip_requirements(), logged_model_name(name)
+    if weights == "reference":
+        return mlflow.pyfunc.log_model(name=name, python_model=FolderPipeline(), pip_requirements=requirements,
+                                       model_config={"folder": str(folder.resolve()), "task": task},
+                                       model_type=model_type, tags={"alignflow.weights": "reference"})
+    from huggingface_hub import ModelCard
+
+    card_path = folder / "README.md"
+    card = ModelCard(card_path.read_text(encoding="utf-8")) if card_path.exists() else None
+    return mlflow.transformers.log_model(_components(folder, task), name=name, task=task, model_card=card,
+                                         pip_requirements=requirements, model_type=model_type,
+                                         tags={"alignflow.weights": "copy"})
+
+
+def register_logged_model(name: str, info, run_id: str) -> int:
+    """A new version of registered model `name` for the logged model; returns its number."""
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description="Models produced by alignflow pipelines.")
+    # mlflow.register_model also tags the logged model with its versions (the Models tab's column)
+    created = mlflow.register_model(info.model_uri, name)
+    if created.run_id != run_id:
+        raise RuntimeError(f"model version {name} {created.version} names run {created.run_id}, not {run_id}")
+    return int(created.version)
+
+
+def models_of_run(run_id: str) -> list[LoggedModel]:
+    """The logged models a run produced, oldest first."""
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    return sorted(found, key=lambda model: model.creation_timestamp)
+
+
+def log_upstream_models(run_id: str, upstream_run_ids: list[str]) -> list[str]:
+    """Log the logged models of the upstream runs as inputs of the run (MLflow's model lineage);
+    returns their ids. An upstream run without one (a referenced hub model) adds nothing."""
+    model_ids = [model.model_id for upstream in upstream_run_ids for model in models_of_run(upstream)]
+    if model_ids:
+        mlflow.MlflowClient().log_inputs(run_id, models=[LoggedModelInput(model_id) for model_id in model_ids])
+    return model_ids
