@@ -99,3 +99,15 @@ def test_upstream_models_become_inputs_of_the_reading_run(store, tiny_llama, tmp
             == [info.model_id]
     inputs = mlflow.MlflowClient().get_run(reader.info.run_id).inputs.model_inputs
     assert [item.model_id for item in inputs] == [info.model_id]
+
+
+def test_copy_and_reference_generate_the_same_greedy_text(store, tiny_llama):
+    answers = {}
+    for weights in ("copy", "reference"):
+        with mlflow.start_run():
+            info = log_model_folder(tiny_llama, task="text-generation", weights=weights, name="sft", model_type="sft")
+        answers[weights] = mlflow.pyfunc.load_model(info.model_uri).predict(["任务：", "hello"],
+                                                                             params={"max_new_tokens": 5})
+    assert answers["copy"] == answers["reference"]
+    assert all(text.startswith(prompt) and len(text) > len(prompt)
+               for prompt, text in zip(["任务：", "hello"], answers["copy"]))

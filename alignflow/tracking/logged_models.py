@@ -23,6 +23,17 @@ from mlflow.entities import LoggedModel, LoggedModelInput
 LogWeights = Literal["copy", "reference"]
 CAUSAL_LM_TASK = "text-generation"
 REWARD_MODEL_TASK = "text-classification"
+# What `predict` generates unless told otherwise (`params=`): greedy, at most 64 new tokens.
+GENERATION_DEFAULTS = {"max_new_tokens": 64, "do_sample": False}
+
+
+def _signature(task: str):
+    """Text in, text (or a score) out; generation settings overridable per call through `params`."""
+    from mlflow.models import infer_signature
+
+    if task == REWARD_MODEL_TASK:
+        return infer_signature(["a prompt and its response"], [0.0])
+    return infer_signature(["a prompt"], ["its continuation"], params=GENERATION_DEFAULTS)
 
 
 def pip_requirements() -> list[str]:
@@ -47,11 +58,11 @@ class FolderPipeline(mlflow.pyfunc.PythonModel):
         self.task = config["task"]
         self.pipeline = pipeline(self.task, model=config["folder"])
 
-    def predict(self, context, model_input: list[str], params: dict | None = None) -> list:
-        texts = list(model_input)
+    def predict(self, context, model_input, params=None):  # no type hints: they would replace the signature
+        texts = list(model_input.iloc[:, 0]) if hasattr(model_input, "iloc") else list(model_input)
         if self.task == REWARD_MODEL_TASK:
             return [item["score"] for item in self.pipeline(texts, function_to_apply="none")]
-        options = {"max_new_tokens": 32, "return_full_text": False, **(params or {})}
+        options = {**GENERATION_DEFAULTS, **(params or {})}  # prompt + continuation, as the transformers flavour
         return [out[0]["generated_text"] for out in self.pipeline(texts, **options)]
 
 
@@ -74,14 +85,17 @@ def log_model_folder(folder: Path, *, task: str, weights: LogWeights, name: str,
     requirements, name = pip_requirements(), logged_model_name(name)
     if weights == "reference":
         return mlflow.pyfunc.log_model(name=name, python_model=FolderPipeline(), pip_requirements=requirements,
+                                       signature=_signature(task),
                                        model_config={"folder": str(folder.resolve()), "task": task},
                                        model_type=model_type, tags={"alignflow.weights": "reference"})
     from huggingface_hub import ModelCard
 
     card_path = folder / "README.md"
     card = ModelCard(card_path.read_text(encoding="utf-8")) if card_path.exists() else None
+    generation = {} if task == REWARD_MODEL_TASK else {"model_config": GENERATION_DEFAULTS,
+                                                       "signature": _signature(task)}
     return mlflow.transformers.log_model(_components(folder, task), name=name, task=task, model_card=card,
-                                         pip_requirements=requirements, model_type=model_type,
+                                         pip_requirements=requirements, model_type=model_type, **generation,
                                          tags={"alignflow.weights": "copy"})
 
 
