@@ -110,4 +110,4 @@ def test_copy_and_reference_generate_the_same_greedy_text(store, tiny_llama):
                                                                              params={"max_new_tokens": 5})
     assert answers["copy"] == answers["reference"]
     assert all(text.startswith(prompt) and len(text) > len(prompt)
-               for prompt, text in zip(["任务：", "hello"], answers["copy"]))
+               for prompt, text in zip(["任务：", "hello"], answers["copy"], strict=True))
