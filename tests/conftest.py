@@ -100,9 +100,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium under Playwright (alignflow never downloads a browser)."""
+    """Debian's headless Chromium under Playwright (alignflow never downloads a browser). Per module:
+    Playwright's sync API keeps an event loop running in this thread, and Prefect, seeing it, would
+    answer the next modules' flows with coroutines."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing; CI must provide the system Chromium")

@@ -54,7 +54,7 @@ def test_copy_loads_back_with_mlflow_transformers_and_the_registry(store, tiny_l
     version = register_logged_model("unit-sft", info, run.info.run_id)
     versions = json.loads(mlflow.get_logged_model(info.model_id).tags["mlflow.modelVersions"])
     assert versions == [{"name": "unit-sft", "version": version}]  # what the UI's Models tab shows
-    assert [m.model_id for m in models_of_run(run.info.run_id)] == [info.model_id]
+    assert [m.model_id for m in models_of_run(run.info.run_id, run.info.experiment_id)] == [info.model_id]
     files = stored_files(store, info.model_id)
     assert "model/model.safetensors" in files and "MLmodel" in files
     assert mlflow.MlflowClient().list_artifacts(run.info.run_id) == []  # the run holds no second copy

@@ -75,15 +75,18 @@ def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(training_
     assert "train_loss" in card
     versions = project_store(folder).search_model_versions("name='smoke-sft'")
     version = next(v for v in versions if v.run_id == run.info.run_id)  # later modules may add versions
-    assert version.source == f"models:/{version.model_id}"
-    pipe = mlflow_transformers().load_model(f"models:/smoke-sft/{version.version}")
-    assert torch.equal(next(pipe.model.parameters()), next(model.parameters()))
-
-
-def mlflow_transformers():
+    (logged,) = project_store(folder).search_logged_models([run.info.experiment_id],
+                                                           filter_string=f"source_run_id = '{run.info.run_id}'")
+    assert version.source == f"models:/{logged.model_id}"
     import mlflow.transformers
 
-    return mlflow.transformers
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlruns/mlflow.db")
+    try:  # MLflow's own loader, through the registry
+        pipe = mlflow.transformers.load_model(f"models:/smoke-sft/{version.version}")
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert torch.equal(next(pipe.model.parameters()), next(model.parameters()))
 
 
 MODEL_STAGES = ("pretrain", "sft", "reward_model", "dpo", "ppo", "grpo", "rloo")
@@ -91,7 +94,9 @@ MODEL_STAGES = ("pretrain", "sft", "reward_model", "dpo", "ppo", "grpo", "rloo")
 
 def test_every_trained_model_is_logged_once_and_read_as_an_input_downstream(training_project):
     store = project_store(training_project.folder)
-    runs = {stage: first_run(training_project, stage) for stage in (*MODEL_STAGES, "preferences", "evaluate")}
+    # get_run, not search_runs: only it returns a run's model inputs
+    runs = {stage: store.get_run(first_run(training_project, stage).info.run_id)
+            for stage in (*MODEL_STAGES, "preferences", "evaluate")}
 
     experiment = runs["sft"].info.experiment_id
 

@@ -113,18 +113,19 @@ def register_logged_model(name: str, info, run_id: str) -> int:
     return int(created.version)
 
 
-def models_of_run(run_id: str) -> list[LoggedModel]:
-    """The logged models a run produced, oldest first."""
-    client = mlflow.MlflowClient()
-    experiment_id = client.get_run(run_id).info.experiment_id
-    found = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+def models_of_run(run_id: str, experiment_id: str) -> list[LoggedModel]:
+    """The logged models run `run_id` of the experiment produced, oldest first."""
+    found = mlflow.MlflowClient().search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
     return sorted(found, key=lambda model: model.creation_timestamp)
 
 
 def log_upstream_models(run_id: str, upstream_run_ids: list[str]) -> list[str]:
     """Log the logged models of the upstream runs as inputs of the run (MLflow's model lineage);
-    returns their ids. An upstream run without one (a referenced hub model) adds nothing."""
-    model_ids = [model.model_id for upstream in upstream_run_ids for model in models_of_run(upstream)]
+    returns their ids. An upstream run without one (a table stage, a referenced hub model) adds
+    nothing. Upstream runs are in the reading run's experiment (the pipeline's)."""
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    model_ids = [model.model_id for upstream in upstream_run_ids for model in models_of_run(upstream, experiment_id)]
     if model_ids:
-        mlflow.MlflowClient().log_inputs(run_id, models=[LoggedModelInput(model_id) for model_id in model_ids])
+        client.log_inputs(run_id, models=[LoggedModelInput(model_id) for model_id in model_ids])
     return model_ids

@@ -39,7 +39,11 @@ def publish_model(run, model_dir: Path, *, title: str, summary: str, base_model:
     when registered."""
     import mlflow
 
+    from alignflow.distributed import is_main_process
+
     run_id = mlflow.active_run().info.run_id
+    if not is_main_process():  # a launched job's other ranks saved no model: rank 0 publishes it
+        return metrics
     write_model_card(model_dir, title=f"{run.config.name}: {title}", summary=summary, stage=run.name,
                      run_id=run_id, base_model=base_model, upstream=run.upstream, metrics=metrics,
                      config=run.section.model_dump(mode="json"))
