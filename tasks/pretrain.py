@@ -56,6 +56,7 @@ def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
         n_streams=corpus_cfg.n_streams, max_items=corpus_cfg.max_items,
         description_prob=corpus_cfg.description_prob, languages=corpus_cfg.languages,
         families=corpus_cfg.families, heldout_percent=corpus_cfg.heldout_percent, seed=seed,
+        relabel_prob=corpus_cfg.relabel_prob,
     ))
     corpus_path = out_dir / "corpus.jsonl"
     write_corpus(rows, corpus_path)

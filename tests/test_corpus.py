@@ -66,3 +66,29 @@ def test_streams_are_reproducible_and_use_the_notes_format():
 def test_unknown_family_is_an_error():
     with pytest.raises(ValueError, match="unknown task families"):
         streams(families=["add", "poetry"])
+
+
+def test_relabelled_streams_remap_labels_consistently_and_never_use_the_evaluations_words():
+    import re
+
+    plain = streams(n_streams=600, families=["sentiment_zh", "topic_en", "add"])
+    mixed = streams(n_streams=600, families=["sentiment_zh", "topic_en", "add"], relabel_prob=0.5)
+    assert [row["text"] for row in streams(n_streams=600, families=["sentiment_zh", "topic_en", "add"],
+                                           relabel_prob=0.0)] == [row["text"] for row in plain]
+    assert not any(row["relabelled"] for row in plain)
+    relabelled = [row for row in mixed if row["relabelled"]]
+    assert {row["family"] for row in relabelled} == {"sentiment_zh", "topic_en"}  # classification only
+    assert 0.35 < len(relabelled) / sum(row["family"] != "add" for row in mixed) < 0.65
+    families = build_families()
+    flipped = 0
+    for row in relabelled:
+        label = FIELD_LABELS[row["language"]]["output"]
+        truth = {i.input: i.output for i in families[row["family"]].items}
+        pairs = re.findall(rf"{FIELD_LABELS[row['language']]['input']}(.+)\n{label}(.+)\n", row["text"])
+        mapping = {}
+        for sentence, shown in pairs:
+            assert mapping.setdefault(truth[sentence], shown) == shown, row["text"]  # one map per stream
+            assert shown != truth[sentence] and shown not in {"甲", "乙"}
+        assert len(set(mapping.values())) == len(mapping)  # one-to-one
+        flipped += all(shown in set(truth.values()) for shown in mapping.values())
+    assert 0 < flipped < len(relabelled)  # both permutations of the labels and stand-in words

@@ -12,8 +12,39 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 
-from alignflow.data.families import FIELD_LABELS, Item, build_families, split_items
+from alignflow.data.families import FIELD_LABELS, Item, TaskFamily, build_families, split_items
+
+# Stand-in label words of relabelled streams. The evaluation's never-seen label words (甲, 乙) and
+# the families' own labels are not among them, so held-out task learning stays held out.
+STAND_INS = {
+    "zh": list("天地日月山水火木金土风云雨雪花草东南西北春夏秋冬红黄蓝白黑龙虎鸟鱼马牛羊"),
+    "en": ["red", "blue", "green", "gold", "stone", "river", "cloud", "apple", "table", "window", "tiger",
+           "piano", "lemon", "north", "south", "candle", "silver", "forest", "rocket", "paper"],
+}
+MAX_LABELS = 8  # a family with at most this many distinct answers is a classification task
+
+
+def labels_of(family: TaskFamily) -> list[str]:
+    """The family's answer set when it is a classification task (sentiment, topic), else []."""
+    labels = sorted({item.output for item in family.items})
+    return labels if len(labels) <= MAX_LABELS else []
+
+
+def relabelled(items: list[Item], labels: list[str], language: str, rng: random.Random) -> list[Item]:
+    """The stream's items with its labels mapped one-to-one to other words, the same map throughout
+    the stream: half the time a permutation of the family's own labels (no label kept: a flipped
+    sentiment), else stand-in words. Only the demonstrations say what each label is now, so the
+    model must learn the mapping in context (bursty, per-stream mappings favour in-context learning
+    over in-weights learning)."""
+    if rng.random() < 0.5 and len(labels) > 1:
+        shift = rng.randrange(1, len(labels))  # a cyclic shift moves every label
+        order = rng.sample(labels, len(labels))
+        mapping = {order[i]: order[(i + shift) % len(order)] for i in range(len(order))}
+    else:
+        mapping = dict(zip(labels, rng.sample(STAND_INS[language], len(labels)), strict=True))
+    return [replace(item, output=mapping[item.output]) for item in items]
 
 
 def format_example(item: Item, language: str) -> str:
@@ -28,8 +59,12 @@ def format_stream(items: list[Item], language: str, description: str | None) -> 
 
 
 def generate_streams(*, n_streams: int, max_items: int, description_prob: float, languages: list[str],
-                     families: list[str] | None, heldout_percent: int, seed: int) -> Iterator[dict]:
-    """Yield corpus rows (family, language, n_items, has_description, text), reproducibly from seed."""
+                     families: list[str] | None, heldout_percent: int, seed: int,
+                     relabel_prob: float = 0.0) -> Iterator[dict]:
+    """Yield corpus rows (family, language, n_items, has_description, relabelled, text), reproducibly
+    from seed. With `relabel_prob`, that share of classification streams has its labels remapped
+    (`relabelled`); its task line, if any, still names the task (情感分析 with labels 天/地: the
+    notes' semantically unrelated labels)."""
     rng = random.Random(seed)
     catalogue = build_families()
     names = families or sorted(catalogue)
@@ -44,11 +79,15 @@ def generate_streams(*, n_streams: int, max_items: int, description_prob: float,
         n_items = rng.randint(1, max_items)
         items = rng.sample(pools[family.name], min(n_items, len(pools[family.name])))
         with_description = rng.random() < description_prob
+        remap = relabel_prob > 0 and bool(labels_of(family)) and rng.random() < relabel_prob
+        if remap:
+            items = relabelled(items, labels_of(family), language, rng)
         description = family.description[language] if with_description else None
         yield {
             "family": family.name,
             "language": language,
             "n_items": len(items),
             "has_description": with_description,
+            "relabelled": remap,
             "text": format_stream(items, language, description),
         }

@@ -20,6 +20,10 @@ class CorpusConfig(Section):
     heldout_percent: int = Field(
         20, ge=0, le=90, description="Percent of inputs held out of the corpus for evaluation."
     )
+    relabel_prob: float = Field(
+        0.0, ge=0, le=1, description="Share of classification streams (sentiment, topic) whose labels are "
+        "remapped within the stream (flipped, or stand-in words): teaches learning a mapping in context.",
+    )
 
     @model_validator(mode="after")
     def _known_languages(self) -> CorpusConfig:
