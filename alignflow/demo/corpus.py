@@ -16,13 +16,21 @@ from dataclasses import replace
 
 from alignflow.data.families import FIELD_LABELS, Item, TaskFamily, build_families, split_items
 
-# Stand-in label words of relabelled streams. The evaluation's never-seen label words (甲, 乙) and
-# the families' own labels are not among them, so held-out task learning stays held out.
-STAND_INS = {
-    "zh": list("天地日月山水火木金土风云雨雪花草东南西北春夏秋冬红黄蓝白黑龙虎鸟鱼马牛羊"),
-    "en": ["red", "blue", "green", "gold", "stone", "river", "cloud", "apple", "table", "window", "tiger",
-           "piano", "lemon", "north", "south", "candle", "silver", "forest", "rocket", "paper"],
-}
+# Stand-in label words of relabelled streams: random CJK characters (zh) or letter strings (en),
+# so many that none can be memorised as a label, and the model learns to copy whatever the
+# demonstrations use. The evaluation's never-seen label words (甲, 乙) are excluded, so held-out
+# task learning stays held out.
+EXCLUDED_STAND_INS = {"甲", "乙"}
+
+
+def stand_in(language: str, rng: random.Random) -> str:
+    if language == "zh":
+        while (word := chr(rng.randrange(0x4E00, 0x9FA6))) in EXCLUDED_STAND_INS:
+            continue
+        return word
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 6)))
+
+
 MAX_LABELS = 8  # a family with at most this many distinct answers is a classification task
 
 
@@ -43,7 +51,12 @@ def relabelled(items: list[Item], labels: list[str], language: str, rng: random.
         order = rng.sample(labels, len(labels))
         mapping = {order[i]: order[(i + shift) % len(order)] for i in range(len(order))}
     else:
-        mapping = dict(zip(labels, rng.sample(STAND_INS[language], len(labels)), strict=True))
+        words: list[str] = []
+        while len(words) < len(labels):
+            word = stand_in(language, rng)
+            if word not in words and word not in labels:
+                words.append(word)
+        mapping = dict(zip(labels, words, strict=True))
     return [replace(item, output=mapping[item.output]) for item in items]
 
 

@@ -13,6 +13,7 @@ ways to log one (`tracking.log_weights`):
 from __future__ import annotations
 
 import re
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
@@ -48,22 +49,27 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-class FolderPipeline(mlflow.pyfunc.PythonModel):
-    """A transformers pipeline built from the model folder named in the model config (`reference`)."""
+# MLflow warns, at class creation, that `predict` has no type hints; hints would replace the
+# signature below (and drop its generation params), so the warning is recorded away, not heeded
+# (record=True: MLflow's own filter inside sets "once", which an "ignore" filter would not survive).
+with warnings.catch_warnings(record=True):
 
-    def load_context(self, context) -> None:
-        from transformers import pipeline
+    class FolderPipeline(mlflow.pyfunc.PythonModel):
+        """A transformers pipeline built from the model folder named in the model config (`reference`)."""
 
-        config = context.model_config
-        self.task = config["task"]
-        self.pipeline = pipeline(self.task, model=config["folder"])
+        def load_context(self, context) -> None:
+            from transformers import pipeline
 
-    def predict(self, context, model_input, params=None):  # no type hints: they would replace the signature
-        texts = list(model_input.iloc[:, 0]) if hasattr(model_input, "iloc") else list(model_input)
-        if self.task == REWARD_MODEL_TASK:
-            return [item["score"] for item in self.pipeline(texts, function_to_apply="none")]
-        options = {**GENERATION_DEFAULTS, **(params or {})}  # prompt + continuation, as the transformers flavour
-        return [out[0]["generated_text"] for out in self.pipeline(texts, **options)]
+            config = context.model_config
+            self.task = config["task"]
+            self.pipeline = pipeline(self.task, model=config["folder"])
+
+        def predict(self, context, model_input, params=None):  # no type hints: they would replace the signature
+            texts = list(model_input.iloc[:, 0]) if hasattr(model_input, "iloc") else list(model_input)
+            if self.task == REWARD_MODEL_TASK:
+                return [item["score"] for item in self.pipeline(texts, function_to_apply="none")]
+            options = {**GENERATION_DEFAULTS, **(params or {})}  # prompt + continuation, as the transformers flavour
+            return [out[0]["generated_text"] for out in self.pipeline(texts, **options)]
 
 
 def _components(folder: Path, task: str) -> dict:
