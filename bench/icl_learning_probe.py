@@ -17,7 +17,6 @@ import io
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,21 +66,10 @@ def main() -> None:
     from alignflow.demo.tokenizer import train_tokenizer
     from alignflow.evaluation.sweep import torch_threads
 
-    if args.standin_only:
-        def stand_ins_only(items, labels, language, rng):
-            words: list[str] = []
-            while len(words) < len(labels):
-                word = corpus.stand_in(language, rng)
-                if word not in words and word not in labels:
-                    words.append(word)
-            mapping = dict(zip(labels, words, strict=True))
-            return [replace(item, output=mapping[item.output]) for item in items]
-
-        corpus.relabelled = stand_ins_only
     rows = list(corpus.generate_streams(n_streams=args.streams, max_items=args.max_items,
                                         description_prob=args.description_prob, languages=["zh"],
                                         families=["sentiment_zh", "topic_zh"], heldout_percent=20, seed=args.seed,
-                                        relabel_prob=args.relabel))
+                                        relabel_prob=args.relabel, flip_share=0.0 if args.standin_only else 0.5))
     tokenizer = train_tokenizer((row["text"] for row in rows), 600)
     blocks = pack_blocks([tokenizer(row["text"])["input_ids"] for row in rows], tokenizer.bos_token_id, args.seq)
     model = build_llama(tokenizer, hidden_size=args.hidden, intermediate_size=2 * args.hidden,

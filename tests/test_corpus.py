@@ -92,3 +92,14 @@ def test_relabelled_streams_remap_labels_consistently_and_never_use_the_evaluati
         assert len(set(mapping.values())) == len(mapping)  # one-to-one
         flipped += all(shown in set(truth.values()) for shown in mapping.values())
     assert 0 < flipped < len(relabelled)  # both permutations of the labels and stand-in words
+
+
+def test_flip_share_zero_relabels_with_stand_in_words_only():
+    families = build_families()
+    own = {i.output for name in ("sentiment_zh", "topic_en") for i in families[name].items}
+    rows = streams(n_streams=300, families=["sentiment_zh", "topic_en"], relabel_prob=1.0, flip_share=0.0)
+    assert all(row["relabelled"] for row in rows)
+    for row in rows:
+        label = FIELD_LABELS[row["language"]]["output"]
+        shown = {line.removeprefix(label) for line in row["text"].splitlines() if line.startswith(label)}
+        assert shown and not shown & own, row["text"]

@@ -51,7 +51,7 @@ def test_copy_loads_back_with_mlflow_transformers_and_the_registry(store, tiny_l
     (folder / "README.md").write_text("# a card\n\nlineage here\n", encoding="utf-8")
     with mlflow.start_run() as run:
         info = log_model_folder(folder, task="text-generation", weights="copy", name="sft", model_type="sft")
-    version = register_logged_model("unit-sft", info, run.info.run_id)
+    version = register_logged_model("unit-sft", info)
     versions = json.loads(mlflow.get_logged_model(info.model_id).tags["mlflow.modelVersions"])
     assert versions == [{"name": "unit-sft", "version": version}]  # what the UI's Models tab shows
     assert [m.model_id for m in models_of_run(run.info.run_id, run.info.experiment_id)] == [info.model_id]
@@ -95,8 +95,8 @@ def test_upstream_models_become_inputs_of_the_reading_run(store, tiny_llama, tmp
     with mlflow.start_run() as table_stage:
         pass
     with mlflow.start_run() as reader:
-        assert log_upstream_models(reader.info.run_id, [producer.info.run_id, table_stage.info.run_id]) \
-            == [info.model_id]
+        upstream = [producer.info.run_id, table_stage.info.run_id]
+        assert log_upstream_models(reader.info.run_id, reader.info.experiment_id, upstream) == [info.model_id]
     inputs = mlflow.MlflowClient().get_run(reader.info.run_id).inputs.model_inputs
     assert [item.model_id for item in inputs] == [info.model_id]
 

@@ -14,6 +14,7 @@ import pytest
 from helpers import project_store
 from test_ui import free_port
 
+from alignflow.tracking.logged_models import models_of_run
 from alignflow.tracking.runs import TAG_STAGE
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,7 @@ def open_run(browser, url: str, run, models: int) -> str:
 def logged_models_shown(training_project, run) -> int:
     """The rows the run page's Logged models table should have: its own models and its inputs."""
     store = project_store(training_project.folder)
-    own = store.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+    own = models_of_run(run.info.run_id, run.info.experiment_id, store)
     return len(own) + len(store.get_run(run.info.run_id).inputs.model_inputs)
 
 

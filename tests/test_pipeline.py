@@ -20,6 +20,7 @@ from alignflow.pipeline.config import load_config
 from alignflow.pipeline.runner import PipelineError, _task_key, plan_pipeline, run_pipeline, stage_key
 from alignflow.pipeline.stage import ModelRef, StageOutput, StageRun, stage
 from alignflow.tasks.pretrain import pretrain
+from alignflow.tracking.logged_models import models_of_run
 from alignflow.tracking.runs import (
     TAG_CACHE_KEY,
     TAG_CACHED_FROM,
@@ -98,8 +99,7 @@ def test_pretrain_run_is_tracked_with_params_metrics_and_artifacts(smoke):
     assert run.data.metrics["final_train_loss"] < math.log(vocab)
     artifacts = {a.path for a in client().list_artifacts(run.info.run_id)}
     assert {"loss_curve.png", "data"} <= artifacts
-    (model,) = client().search_logged_models([run.info.experiment_id],
-                                             filter_string=f"source_run_id = '{run.info.run_id}'")
+    (model,) = models_of_run(run.info.run_id, run.info.experiment_id, client())
     model_files = {Path(a.path).name for a in client().list_artifacts(run.info.run_id)}
     assert "model" not in model_files and model.model_type == "pretrain"
     stored = {Path(p).name for p in Path(model.artifact_location.removeprefix("file://")).rglob("*")}

@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM
 
 from alignflow.schemas.preference import PreferencePair
 from alignflow.tracking.lineage import parse_upstream
+from alignflow.tracking.logged_models import models_of_run
 from alignflow.tracking.runs import TAG_CACHE_KEY, TAG_STAGE, TAG_UPSTREAM
 
 pytestmark = pytest.mark.slow
@@ -75,8 +76,7 @@ def test_lora_stage_exports_a_plain_model_with_card_and_registry_entry(training_
     assert "train_loss" in card
     versions = project_store(folder).search_model_versions("name='smoke-sft'")
     version = next(v for v in versions if v.run_id == run.info.run_id)  # later modules may add versions
-    (logged,) = project_store(folder).search_logged_models([run.info.experiment_id],
-                                                           filter_string=f"source_run_id = '{run.info.run_id}'")
+    (logged,) = models_of_run(run.info.run_id, run.info.experiment_id, project_store(folder))
     assert version.source == f"models:/{logged.model_id}"
     import mlflow.transformers
 
@@ -101,8 +101,7 @@ def test_every_trained_model_is_logged_once_and_read_as_an_input_downstream(trai
     experiment = runs["sft"].info.experiment_id
 
     def logged(run_id):
-        return [m.model_id for m in store.search_logged_models(
-            [experiment], filter_string=f"source_run_id = '{run_id}'")]
+        return [m.model_id for m in models_of_run(run_id, experiment, store)]
 
     for stage in MODEL_STAGES:
         assert len(logged(runs[stage].info.run_id)) == 1, stage

@@ -40,13 +40,14 @@ def labels_of(family: TaskFamily) -> list[str]:
     return labels if len(labels) <= MAX_LABELS else []
 
 
-def relabelled(items: list[Item], labels: list[str], language: str, rng: random.Random) -> list[Item]:
+def relabelled(items: list[Item], labels: list[str], language: str, rng: random.Random,
+               flip_share: float = 0.5) -> list[Item]:
     """The stream's items with its labels mapped one-to-one to other words, the same map throughout
-    the stream: half the time a permutation of the family's own labels (no label kept: a flipped
-    sentiment), else stand-in words. Only the demonstrations say what each label is now, so the
+    the stream: with probability `flip_share` a permutation of the family's own labels (no label
+    kept: a flipped sentiment), else stand-in words. Only the demonstrations say what each label is now, so the
     model must learn the mapping in context (bursty, per-stream mappings favour in-context learning
     over in-weights learning)."""
-    if rng.random() < 0.5 and len(labels) > 1:
+    if rng.random() < flip_share and len(labels) > 1:
         shift = rng.randrange(1, len(labels))  # a cyclic shift moves every label
         order = rng.sample(labels, len(labels))
         mapping = {order[i]: order[(i + shift) % len(order)] for i in range(len(order))}
@@ -73,11 +74,11 @@ def format_stream(items: list[Item], language: str, description: str | None) -> 
 
 def generate_streams(*, n_streams: int, max_items: int, description_prob: float, languages: list[str],
                      families: list[str] | None, heldout_percent: int, seed: int,
-                     relabel_prob: float = 0.0) -> Iterator[dict]:
+                     relabel_prob: float = 0.0, flip_share: float = 0.5) -> Iterator[dict]:
     """Yield corpus rows (family, language, n_items, has_description, relabelled, text), reproducibly
     from seed. With `relabel_prob`, that share of classification streams has its labels remapped
-    (`relabelled`); its task line, if any, still names the task (情感分析 with labels 天/地: the
-    notes' semantically unrelated labels)."""
+    (`relabelled`, flipped with probability `flip_share`); its task line, if any, still names the
+    task (情感分析 with labels 天/地: the notes' semantically unrelated labels)."""
     rng = random.Random(seed)
     catalogue = build_families()
     names = families or sorted(catalogue)
@@ -85,6 +86,7 @@ def generate_streams(*, n_streams: int, max_items: int, description_prob: float,
     if unknown:
         raise ValueError(f"unknown task families {unknown}; known: {sorted(catalogue)}")
     pools = {name: split_items(catalogue[name], heldout_percent)[0] for name in names}
+    labels = {name: labels_of(catalogue[name]) for name in names}
     for _ in range(n_streams):
         family = catalogue[rng.choice(names)]
         usable = [lang for lang in family.languages if lang in languages] or list(family.languages)
@@ -92,9 +94,9 @@ def generate_streams(*, n_streams: int, max_items: int, description_prob: float,
         n_items = rng.randint(1, max_items)
         items = rng.sample(pools[family.name], min(n_items, len(pools[family.name])))
         with_description = rng.random() < description_prob
-        remap = relabel_prob > 0 and bool(labels_of(family)) and rng.random() < relabel_prob
+        remap = relabel_prob > 0 and bool(labels[family.name]) and rng.random() < relabel_prob
         if remap:
-            items = relabelled(items, labels_of(family), language, rng)
+            items = relabelled(items, labels[family.name], language, rng, flip_share)
         description = family.description[language] if with_description else None
         yield {
             "family": family.name,

@@ -267,7 +267,7 @@ def run_stage_task(stage: Any, section: Any, inputs: dict[str, StageResult], cal
     run_id = tracking.start_stage_run(call.experiment_id, call.parent_run_id, stage.name, key, upstream_runs)
     started = time.perf_counter()
     with mlflow.start_run(run_id=run_id, nested=True):
-        log_upstream_models(run_id, [result.mlflow_run_id for result in inputs.values()])
+        log_upstream_models(run_id, call.experiment_id, [result.mlflow_run_id for result in inputs.values()])
         for start in range(0, len(params), 100):
             mlflow.log_params(dict(list(params.items())[start : start + 100]))
         if launched(stage.base, config):

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from alignflow.tracking.logged_models import models_of_run
 from alignflow.tracking.runs import TAG_CACHED_FROM, TAG_PIPELINE, TAG_STAGE, TAG_UPSTREAM
 
 
@@ -143,10 +144,8 @@ def _models(client: MlflowClient, run: Run) -> list[ModelRef]:
     versions = sorted(versions, key=lambda v: (v.name, int(v.version)))
     models = [ModelRef(v.name, str(v.version), v.source) for v in versions]
     registered = {v.source for v in versions}
-    logged = client.search_logged_models([run.info.experiment_id],
-                                         filter_string=f"source_run_id = '{run.info.run_id}'")
-    models += [ModelRef("", "", f"models:/{m.model_id}") for m in sorted(logged, key=lambda m: m.creation_timestamp)
-               if f"models:/{m.model_id}" not in registered]
+    logged = models_of_run(run.info.run_id, run.info.experiment_id, client)
+    models += [ModelRef("", "", f"models:/{m.model_id}") for m in logged if f"models:/{m.model_id}" not in registered]
     if not models and any(a.path == "model" and a.is_dir for a in client.list_artifacts(run.info.run_id)):
         models.append(ModelRef("", "", f"runs:/{run.info.run_id}/model"))
     return models

@@ -105,32 +105,30 @@ def log_model_folder(folder: Path, *, task: str, weights: LogWeights, name: str,
                                          tags={"alignflow.weights": "copy"})
 
 
-def register_logged_model(name: str, info, run_id: str) -> int:
-    """A new version of registered model `name` for the logged model; returns its number."""
+def register_logged_model(name: str, info) -> int:
+    """A new version of registered model `name` for the logged model (its run is the model's
+    source run); returns its number."""
     client = mlflow.MlflowClient()
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="Models produced by alignflow pipelines.")
     # mlflow.register_model also tags the logged model with its versions (the Models tab's column)
-    created = mlflow.register_model(info.model_uri, name)
-    if created.run_id != run_id:
-        raise RuntimeError(f"model version {name} {created.version} names run {created.run_id}, not {run_id}")
-    return int(created.version)
+    return int(mlflow.register_model(info.model_uri, name).version)
 
 
-def models_of_run(run_id: str, experiment_id: str) -> list[LoggedModel]:
+def models_of_run(run_id: str, experiment_id: str, client: mlflow.MlflowClient | None = None) -> list[LoggedModel]:
     """The logged models run `run_id` of the experiment produced, oldest first."""
-    found = mlflow.MlflowClient().search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    found = (client or mlflow.MlflowClient()).search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}'")
     return sorted(found, key=lambda model: model.creation_timestamp)
 
 
-def log_upstream_models(run_id: str, upstream_run_ids: list[str]) -> list[str]:
-    """Log the logged models of the upstream runs as inputs of the run (MLflow's model lineage);
-    returns their ids. An upstream run without one (a table stage, a referenced hub model) adds
-    nothing. Upstream runs are in the reading run's experiment (the pipeline's)."""
+def log_upstream_models(run_id: str, experiment_id: str, upstream_run_ids: list[str]) -> list[str]:
+    """Log the logged models of the upstream runs (of the same experiment: the pipeline's) as
+    inputs of run `run_id` (MLflow's model lineage); returns their ids. An upstream run without one
+    (a table stage, a referenced hub model) adds nothing."""
     client = mlflow.MlflowClient()
-    experiment_id = client.get_run(run_id).info.experiment_id
     model_ids = [model.model_id for upstream in upstream_run_ids for model in models_of_run(upstream, experiment_id)]
     if model_ids:
         client.log_inputs(run_id, models=[LoggedModelInput(model_id) for model_id in model_ids])

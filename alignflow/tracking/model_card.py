@@ -50,6 +50,6 @@ def publish_model(run, model_dir: Path, *, title: str, summary: str, base_model:
     info = log_model_folder(model_dir, task=task, weights=run.config.tracking.log_weights, name=run.name,
                             model_type=run.method)
     if register:
-        version = register_logged_model(f"{run.config.name}-{run.name}", info, run_id)
+        version = register_logged_model(f"{run.config.name}-{run.name}", info)
         metrics = {**metrics, "registry_version": float(version)}
     return metrics
