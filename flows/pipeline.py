@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from prefect import flow
 
+from alignflow.evaluation.icl_scaling import ICL_CATEGORIES
 from alignflow.pipeline.config import load_config
 from alignflow.pipeline.runner import PipelineRun, run_pipeline
 from alignflow.schemas.config import PipelineConfig
+from alignflow.schemas.stages.pretrain import BaseModelSource
 from alignflow.tasks.build import build
 from alignflow.tasks.clean import clean
 from alignflow.tasks.dpo import train_dpo
@@ -79,12 +81,26 @@ def evaluation_flow(cfg: PipelineConfig, base, tuned: TunedModels):
     return evaluate(cfg.stages.evaluate, base, tuned.sft, tuned.dpo, tuned.ppo, tuned.grpo, tuned.rloo)
 
 
+def scaling_flow(cfg: PipelineConfig) -> None:
+    """Each pretrain sweep point (another model size or step budget: pretrain-model.hidden_size-64) and
+    its scoring on the in-context learning tasks (evaluate-model.hidden_size-64): accuracy against k
+    per size, the emergence the report draws beside the configured base model's curve."""
+    if cfg.stages.evaluate is None:
+        return
+    section = cfg.stages.evaluate.model_copy(update={"categories": list(ICL_CATEGORIES)})
+    for label, point in cfg.sweep_points("pretrain"):
+        model = pretrain.variant(label)(BaseModelSource(pretrain=point))
+        evaluate.variant(label)(section, model)
+
+
 def pipeline_graph(cfg: PipelineConfig):
     """End to end: base model, data, training, evaluation."""
     base = pretrain(cfg.base_source)
     data = data_flow(cfg, base)
     tuned = training_flow(cfg, base, data)
-    return evaluation_flow(cfg, base, tuned)
+    results = evaluation_flow(cfg, base, tuned)
+    scaling_flow(cfg)
+    return results
 
 
 @flow(name="alignflow-pipeline", log_prints=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from alignflow.schemas.stages.build import BuildConfig
 from alignflow.schemas.stages.clean import CleanConfig
@@ -115,15 +115,32 @@ class ExecutionConfig(Section):
 
 
 LAUNCHABLE_STAGES = ("sft", "reward_model", "dpo", "grpo", "rloo", "ppo")
-SWEEPABLE_STAGES = ("dpo", "ppo", "grpo", "rloo")  # the preference methods of the reward-KL frontier
+PREFERENCE_METHODS = ("dpo", "ppo", "grpo", "rloo")  # the policies of the reward-KL frontier
+SWEEPABLE_STAGES = ("pretrain", *PREFERENCE_METHODS)  # pretrain: model sizes for the in-context learning curves
 
 
 def _swept(section: Section, name: str, value: Any) -> Section:
-    """`section` with `name` set to `value`, validated, and not registered (a sweep point)."""
-    data = {**section.model_dump(), name: value}
+    """`section` with field `name` (a dotted path into nested sections: model.hidden_size) set to
+    `value`, validated, and not registered (a sweep point)."""
+    data = section.model_dump()
+    *parents, leaf = name.split(".")
+    inner = data
+    for part in parents:
+        inner = inner[part]
+    inner[leaf] = value
     if "register_model" in type(section).model_fields:
         data["register_model"] = False
     return type(section).model_validate(data)
+
+
+def _has_field(section: Section, name: str) -> bool:
+    """Whether the dotted path `name` names a field of `section` (through nested sections)."""
+    target: Any = section
+    for part in name.split("."):
+        if not isinstance(target, BaseModel) or part not in type(target).model_fields:
+            return False
+        target = getattr(target, part)
+    return True
 
 
 class StagesConfig(Section):
@@ -174,9 +191,11 @@ class PipelineConfig(Section):
     stages: StagesConfig = StagesConfig()
     sweeps: dict[str, dict[str, list[Any]]] = Field(
         {},
-        description="Extra runs of a preference stage with one field changed, e.g. {dpo: {beta: [0.05, 0.3]}, ppo: "
-        "{kl_coef: [0.2]}}: each value is one more run of the stage (named dpo-beta-0.3: its own cache key, "
-        "folder and MLflow run; not registered), beside the configured one, for the reward-KL frontier.",
+        description="Extra runs of a stage with one field changed, e.g. {dpo: {beta: [0.05, 0.3]}, ppo: "
+        "{kl_coef: [0.2]}, pretrain: {model.num_hidden_layers: [2]}}: each value is one more run of the stage "
+        "(named dpo-beta-0.3: its own cache key, folder and MLflow run; not registered), beside the configured "
+        "one. Preference methods' points are drawn on the reward-KL frontier; pretrain's points (dotted paths "
+        "into its section) are each scored on the recognition and learning tasks: accuracy against k per model.",
     )
 
     def sweep_points(self, stage: str) -> list[tuple[str, Section]]:
@@ -207,7 +226,7 @@ class PipelineConfig(Section):
             if section is None:
                 raise ValueError(f"sweeps.{stage}: stages.{stage} is not configured")
             for name, values in fields.items():
-                if name not in type(section).model_fields:
+                if not _has_field(section, name):
                     raise ValueError(f"sweeps.{stage}.{name}: stages.{stage} has no field {name}")
                 if not values:
                     raise ValueError(f"sweeps.{stage}.{name}: give at least one value")

@@ -106,7 +106,10 @@ def evaluate(cfg: EvaluateConfig, pretrain: ModelRef, sft: ModelRef | None = Non
 
     settings, out = cfg, run.out_dir
     held_out = heldout_percent(run.config)
-    tasks = load_tasks(task_paths(settings.tasks), heldout_percent=held_out, limit=settings.limit)
+    tasks = [task for task in load_tasks(task_paths(settings.tasks), heldout_percent=held_out, limit=settings.limit)
+             if settings.categories is None or task.spec.category in settings.categories]
+    if not tasks:
+        raise DataError(f"evaluate: no task of {settings.tasks} is in the categories {settings.categories}")
     for loaded in tasks:
         log_table_input(pd.DataFrame([doc.__dict__ for doc in loaded.docs]).astype(str), Path(loaded.path),
                         f"eval-{loaded.spec.name}", context="evaluation")

@@ -17,7 +17,7 @@ from alignflow.pipeline.caching import folder_fingerprint
 from alignflow.pipeline.stage import ModelRef, StageOutput, StageRun, stage
 from alignflow.progress import StepProgress
 from alignflow.schemas.config import PipelineConfig
-from alignflow.schemas.stages.pretrain import BaseModelSource
+from alignflow.schemas.stages.pretrain import BaseModelSource, PretrainConfig
 from alignflow.tracking.logged_models import CAUSAL_LM_TASK, log_model_folder
 from alignflow.tracking.plots import line_plot
 from alignflow.tracking.runs import log_table_input
@@ -38,8 +38,11 @@ def write_corpus(rows: list[dict], path: Path) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
-    """Corpus -> tokenizer -> tiny Llama -> pretraining; saves model/ (safetensors + tokenizer)."""
+def build_demo_base_model(settings: PretrainConfig, config: PipelineConfig, out_dir: Path,
+                          name: str = "pretrain") -> StageOutput:
+    """Corpus -> tokenizer -> tiny Llama -> pretraining; saves model/ (safetensors + tokenizer).
+    `settings` is the stage's section (a sweep point's, for pretrain-model.hidden_size-64);
+    `name` names the logged model."""
     # Heavy ML imports stay inside the function: a fully cached run never pays for them.
     import torch
 
@@ -50,7 +53,7 @@ def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
     from alignflow.models.loading import stage_placement
     from alignflow.tracking.runs import log_models
 
-    settings, seed = config.stages.pretrain, config.seed
+    seed = config.seed
     corpus_cfg, train_cfg = settings.corpus, settings.training
     rows = list(generate_streams(
         n_streams=corpus_cfg.n_streams, max_items=corpus_cfg.max_items,
@@ -95,7 +98,7 @@ def build_demo_base_model(config: PipelineConfig, out_dir: Path) -> StageOutput:
     curve = line_plot(out_dir / "loss_curve.png", "pretraining loss", "step", "train loss",
                       {"train": history})
     mlflow.log_artifact(str(curve))
-    log_model_folder(model_dir, task=CAUSAL_LM_TASK, weights=config.tracking.log_weights, name="pretrain",
+    log_model_folder(model_dir, task=CAUSAL_LM_TASK, weights=config.tracking.log_weights, name=name,
                      model_type="pretrain")
     mlflow.log_artifact(str(corpus_path), artifact_path="data")
     summary = {"n_parameters": n_params, "vocab_size": len(tokenizer), "corpus_streams": len(rows)}
@@ -119,4 +122,4 @@ def pretrain(cfg: BaseModelSource, run: StageRun) -> StageOutput:
     """Build the demo base model, or reference base_model."""
     if cfg.base_model:
         return reference_base_model(cfg.base_model, run.out_dir)
-    return build_demo_base_model(run.config, run.out_dir)
+    return build_demo_base_model(cfg.pretrain, run.config, run.out_dir, run.name)

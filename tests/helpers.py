@@ -106,7 +106,7 @@ TRAINING_STAGES = {
 }
 
 # One more run of two methods (the reward-KL frontier's sweep points), beside the configured ones.
-SWEEPS = {"dpo": {"beta": [0.5]}, "grpo": {"beta": [0.2]}}
+SWEEPS = {"dpo": {"beta": [0.5]}, "grpo": {"beta": [0.2]}, "pretrain": {"model.num_hidden_layers": [2]}}
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,25 @@ def test_sweep_points_change_one_field_and_are_not_registered():
     assert config.stages.dpo.register_model and config.sweep_points("ppo") == []
 
 
+def test_pretrain_sweep_points_set_a_nested_field():
+    """sweeps: {pretrain: {model.num_hidden_layers: [2, 3]}}: one more base model per value (the model
+    sizes of the in-context learning curves), the rest of the section as configured."""
+    from alignflow.schemas.config import PipelineConfig
+
+    config = PipelineConfig.model_validate(sweep_config({"pretrain": {"model.num_hidden_layers": [2, 3],
+                                                                      "training.max_steps": [20]}}))
+    points = config.sweep_points("pretrain")
+    assert [label for label, _ in points] == ["model.num_hidden_layers-2", "model.num_hidden_layers-3",
+                                              "training.max_steps-20"]
+    assert [(s.model.num_hidden_layers, s.training.max_steps) for _, s in points] == [(2, 12), (3, 12), (1, 20)]
+    assert points[0][1].model.hidden_size == config.stages.pretrain.model.hidden_size
+    assert config.stages.pretrain.model.num_hidden_layers == 1, "the configured section is untouched"
+
+
 @pytest.mark.parametrize(("sweeps", "message"), [
-    ({"sft": {"learning_rate": [0.1]}}, "sweeps.sft: only dpo, ppo, grpo, rloo can be swept"),
+    ({"sft": {"learning_rate": [0.1]}}, "sweeps.sft: only pretrain, dpo, ppo, grpo, rloo can be swept"),
+    ({"pretrain": {"model.layers": [2]}}, "sweeps.pretrain.model.layers: stages.pretrain has no field model.layers"),
+    ({"pretrain": {"model.hidden_size": [33]}}, r"sweeps.pretrain.model.hidden_size: 33 is not valid .*divisible"),
     ({"ppo": {"kl_coef": [0.1]}}, "sweeps.ppo: stages.ppo is not configured"),
     ({"dpo": {"betta": [0.1]}}, "sweeps.dpo.betta: stages.dpo has no field betta"),
     ({"dpo": {"beta": []}}, "sweeps.dpo.beta: give at least one value"),

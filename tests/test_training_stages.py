@@ -252,6 +252,30 @@ def test_sweep_points_run_beside_their_method_and_draw_the_reward_kl_frontier(tr
     assert 'id="frontier"' in report.read_text(encoding="utf-8")
 
 
+def test_pretrain_sweep_points_are_scored_on_the_icl_tasks_and_drawn_against_size(training_project):
+    """sweeps: {pretrain: {model.num_hidden_layers: [2]}} builds a second base model and scores it on the
+    recognition and learning tasks (evaluate-model.num_hidden_layers-2, reading that model); the parent
+    run holds both base models' curves, and the report draws them."""
+    mlflow = project_store(training_project.folder)
+    point, scored = (first_run(training_project, f"{stage}-model.num_hidden_layers-2") for stage in ("pretrain",
+                                                                                                     "evaluate"))
+    configured = first_run(training_project, "pretrain")
+    assert point.data.params["model.num_hidden_layers"] == "2" and configured.data.params["model.num_hidden_layers"] == "1"
+    assert int(point.data.params["n_parameters"]) > int(configured.data.params["n_parameters"])
+    assert parse_upstream(scored.data.tags[TAG_UPSTREAM]) == {"pretrain": point.info.run_id}
+    assert json.loads(scored.data.params["categories"]) == ["recognition", "learning"]
+    parent = training_project.parent_run_id
+    folder = training_project.folder / "downloaded"
+    curves = json.loads(Path(mlflow.download_artifacts(parent, "icl_scaling.json", str(folder))).read_text())
+    assert sorted((c["model"], c["parameters"]) for c in curves) == sorted(
+        (stage, int(run.data.params["n_parameters"])) for stage, run in (("pretrain", configured),
+                                                                        ("pretrain-model.num_hidden_layers-2", point)))
+    assert {c["category"] for c in curves} <= {"recognition", "learning"}
+    assert all([p[0] for p in c["points"]] == [0, 1] for c in curves)
+    report = Path(mlflow.download_artifacts(parent, "report.html", str(folder))).read_text(encoding="utf-8")
+    assert 'id="icl-scaling"' in report and "pretrain-model.num_hidden_layers-2 (" in report
+
+
 def test_changing_dpo_beta_recomputes_dpo_and_its_evaluation_only(training_project, project, capsys):
     config = config_variant(training_project, "dpo-beta", "dpo", lambda dpo: dpo.update(beta=0.3))
     result = run_in_this_process(["run", config], project, capsys)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from alignflow.data.preferences import oracle_score
 from alignflow.evaluation.metrics import mean_interval
-from alignflow.schemas.config import SWEEPABLE_STAGES  # the preference methods, each its own policy_name
+from alignflow.schemas.config import PREFERENCE_METHODS  # each its own policy_name
 
 
 def held_out_comparison(policy, reference, reward_model, tokenizer, prompts: pd.DataFrame, *, max_new_tokens: int,
@@ -130,7 +130,7 @@ def frontier_points(runs: list[tuple[str, dict[str, float]]]) -> list[FrontierPo
     keys), by method and KL."""
     points = []
     for stage, metrics in runs:
-        methods = [m for m in SWEEPABLE_STAGES if f"heldout_reward_{m}" in metrics]
+        methods = [m for m in PREFERENCE_METHODS if f"heldout_reward_{m}" in metrics]
         if "heldout_kl_to_sft" not in metrics or "heldout_reward_sft" not in metrics or len(methods) != 1:
             continue
         method = methods[0]

@@ -176,3 +176,35 @@ def frontier_plot(path: Path, points: list) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def icl_scaling_plot(path: Path, curves: list) -> Path:
+    """Accuracy against k, one panel per task and one line per base model (its size in the legend),
+    with interval bands and chance dotted: in-context learning against model size
+    (alignflow.evaluation.icl_scaling.Curve)."""
+    from alignflow.evaluation.icl_scaling import curve_label
+
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(c.task for c in curves))
+    columns = min(3, len(tasks))
+    rows = -(-len(tasks) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), dpi=100, squeeze=False)
+    for axis, task in zip(axes.flat, tasks, strict=False):
+        mine = [c for c in curves if c.task == task]
+        for curve in mine:
+            ks, accs, lows, highs = zip(*curve.points, strict=True)
+            line, = axis.plot(ks, accs, marker="o", markersize=3, label=curve_label(curve))
+            axis.fill_between(ks, lows, highs, alpha=0.12, color=line.get_color())
+        if mine[0].chance is not None:
+            axis.axhline(mine[0].chance, linestyle=":", linewidth=1, color="#555")
+        axis.set_xscale("symlog", linthresh=1)
+        axis.set(title=f"{task} ({mine[0].category})", xlabel="demonstrations k", ylabel="accuracy",
+                 ylim=(-0.02, 1.02))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6, loc="best")
+    for axis in list(axes.flat)[len(tasks):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

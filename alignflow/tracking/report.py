@@ -269,8 +269,32 @@ class Frontier:
     png: bytes
 
 
+@dataclass(frozen=True)
+class IclScaling:
+    curves: list  # alignflow.evaluation.icl_scaling.Curve
+    png: bytes
+
+
+def _icl_scaling(scaling: IclScaling) -> str:
+    from alignflow.evaluation.icl_scaling import curve_label
+
+    shots = sorted({point[0] for curve in scaling.curves for point in curve.points})
+    rows = []
+    for curve in scaling.curves:
+        by_k = {point[0]: point for point in curve.points}
+        rows.append([curve.task, curve_label(curve),
+                     *[_with_interval(by_k[k][1], by_k[k][2:]) if k in by_k else None for k in shots]])
+    return ('<section id="icl-scaling"><h2>In-context learning against model size</h2>'
+            f"<figure>{_image(scaling.png, 'image/png', 'in-context learning against model size')}"
+            "<figcaption>Each base model (the configured one and the pretrain sweep points) scored on the "
+            "recognition and learning tasks: accuracy against the number of demonstrations k, [95% Wilson "
+            "intervals]; chance dotted.</figcaption></figure>"
+            + html_table(["task", "base model", *[f"k={k}" for k in shots]], rows) + "</section>")
+
+
 def render_report(graph: LineageGraph, svg: str, sections: list[StageSection], *, started: str,
-                  config_text: str | None, frontier: Frontier | None = None) -> str:
+                  config_text: str | None, frontier: Frontier | None = None,
+                  icl_scaling: IclScaling | None = None) -> str:
     """The HTML page (a pure function of what was collected, so it can be tested without a store)."""
     title = f"alignflow report: {graph.pipeline or 'pipeline'} run {graph.parent_run_id}"
     nav = "".join(f'<a href="#stage-{escape(s.node.stage)}">{escape(s.node.stage)}</a>' for s in sections)
@@ -280,11 +304,13 @@ def render_report(graph: LineageGraph, svg: str, sections: list[StageSection], *
             f"{escape(graph.experiment)} · started {escape(started)} · {len(sections)} stages "
             f"({computed} computed, {len(sections) - computed} cached)</p>",
             f'<nav><a href="#summary">summary</a><a href="#lineage">lineage</a>'
-            f'{"<a href=#frontier>frontier</a>" if frontier else ""}{nav}</nav>',
+            f'{"<a href=#frontier>frontier</a>" if frontier else ""}'
+            f'{"<a href=#icl-scaling>ICL against size</a>" if icl_scaling else ""}{nav}</nav>',
             '<section id="summary"><h2>Stages</h2>',
             _summary(sections) if sections else "<p>No stage ran.</p>",
             "</section>", '<section id="lineage"><h2>Lineage</h2>', _lineage(graph, svg), "</section>",
             *([_frontier(frontier)] if frontier else []),
+            *([_icl_scaling(icl_scaling)] if icl_scaling else []),
             *[_stage(s) for s in sections]]
     if config_text:
         body.append('<section id="config"><h2>Configuration</h2>'
@@ -306,11 +332,13 @@ def build_report(client: MlflowClient, parent_run_id: str, graph: LineageGraph, 
     with tempfile.TemporaryDirectory(prefix="alignflow-report-") as workdir:
         sections = [collect_stage(client, node, Path(workdir) / node.run_id) for node in stages]
         frontier = publish_frontier(client, parent_run_id, sections, Path(workdir))
+        icl_scaling = publish_icl_scaling(client, parent_run_id, graph, sections, Path(workdir))
         has_config = any(f.path == "config.yaml" for f in client.list_artifacts(parent_run_id))
         with _quiet_downloads():
             config_text = Path(client.download_artifacts(parent_run_id, "config.yaml", workdir)).read_text(
                 encoding="utf-8") if has_config else None
-    return render_report(graph, svg, sections, started=started_text, config_text=config_text, frontier=frontier)
+    return render_report(graph, svg, sections, started=started_text, config_text=config_text, frontier=frontier,
+                         icl_scaling=icl_scaling)
 
 
 def publish_frontier(client: MlflowClient, parent_run_id: str, sections: list[StageSection],
@@ -325,6 +353,36 @@ def publish_frontier(client: MlflowClient, parent_run_id: str, sections: list[St
     client.log_artifact(parent_run_id, str(png))
     client.log_text(parent_run_id, json.dumps([asdict(p) for p in points], indent=1), "frontier.json")
     return Frontier(points, png.read_bytes())
+
+
+def publish_icl_scaling(client: MlflowClient, parent_run_id: str, graph: LineageGraph,
+                        sections: list[StageSection], workdir: Path) -> IclScaling | None:
+    """With pretrain sweep points, the accuracy-against-k curves of every base model on the ICL tasks
+    (icl_scaling.png and icl_scaling.json on the run); None without them."""
+    import pandas as pd
+
+    from alignflow.evaluation.icl_scaling import icl_curves
+    from alignflow.tracking.plots import icl_scaling_plot
+
+    nodes = {node.run_id: node for node in graph.nodes}
+    runs = []
+    for section in sections:
+        node = section.node
+        base = nodes.get(node.upstream.get("pretrain", ""))
+        if node.stage.split("-", 1)[0] != "evaluate" or base is None:
+            continue
+        with _quiet_downloads():
+            table = Path(client.download_artifacts(node.computing_run_id, "results.csv", str(workdir / node.run_id)))
+        parameters = client.get_run(base.computing_run_id).data.params.get("n_parameters")
+        runs.append((base.stage, int(parameters) if parameters else None,
+                     pd.read_csv(table).to_dict("records")))
+    curves = icl_curves(runs)
+    if len({curve.model for curve in curves}) < 2:
+        return None
+    png = icl_scaling_plot(workdir / "icl_scaling.png", curves)
+    client.log_artifact(parent_run_id, str(png))
+    client.log_text(parent_run_id, json.dumps([asdict(c) for c in curves], indent=1), "icl_scaling.json")
+    return IclScaling(curves, png.read_bytes())
 
 
 def publish_run_summary(parent_run_id: str, client: MlflowClient | None = None) -> None:

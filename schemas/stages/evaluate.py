@@ -16,6 +16,10 @@ class EvaluateConfig(Section):
         ["data/eval/tasks/*.yaml"], min_length=1,
         description="Task YAML files (glob patterns allowed), relative to the project folder.",
     )
+    categories: list[Literal["recognition", "learning", "instruction", "preference", "other"]] | None = Field(
+        None, min_length=1, description="Score only the tasks of these categories. Unset: every task. The pretrain "
+        "sweep points are scored on recognition and learning (the in-context learning curves).",
+    )
     shots: list[int] = Field([0, 1, 2, 4, 8], min_length=1, description="Numbers of demonstrations k to sweep.")
     selection: Literal["random", "first_n", "balanced", "similar"] = Field(
         "random", description="Demonstrations: seeded random per document (lm-evaluation-harness default), the "
