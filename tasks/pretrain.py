@@ -55,12 +55,7 @@ def build_demo_base_model(settings: PretrainConfig, config: PipelineConfig, out_
 
     seed = config.seed
     corpus_cfg, train_cfg = settings.corpus, settings.training
-    rows = list(generate_streams(
-        n_streams=corpus_cfg.n_streams, max_items=corpus_cfg.max_items,
-        description_prob=corpus_cfg.description_prob, languages=corpus_cfg.languages,
-        families=corpus_cfg.families, heldout_percent=corpus_cfg.heldout_percent, seed=seed,
-        relabel_prob=corpus_cfg.relabel_prob,
-    ))
+    rows = list(generate_streams(**corpus_cfg.model_dump(), seed=seed))  # the section names its arguments
     corpus_path = out_dir / "corpus.jsonl"
     write_corpus(rows, corpus_path)
     log_table_input(pd.DataFrame(rows), corpus_path, "demo-corpus", context="pretrain")

@@ -103,3 +103,31 @@ def test_flip_share_zero_relabels_with_stand_in_words_only():
         label = FIELD_LABELS[row["language"]]["output"]
         shown = {line.removeprefix(label) for line in row["text"].splitlines() if line.startswith(label)}
         assert shown and not shown & own, row["text"]
+
+
+def test_repeating_streams_draw_their_items_from_a_few_inputs():
+    """repeat_prob: relabelled streams whose inputs recur (at most repeat_inputs distinct ones), so a
+    label can be copied from an earlier example of the same input; other streams are untouched."""
+    import re
+
+    options = dict(n_streams=400, max_items=9, families=["sentiment_zh", "add"], languages=["zh"], relabel_prob=1.0,
+                   flip_share=0.0)
+    rows = streams(**options, repeat_prob=0.5, repeat_inputs=2)
+    label = FIELD_LABELS["zh"]["input"]
+    distinct = {id(row): len(set(re.findall(rf"{label}(.+)\n", row["text"]))) for row in rows}
+    repeating = [row for row in rows if row["relabelled"] and row["n_items"] > 2
+                 and distinct[id(row)] < row["n_items"]]
+    assert all(distinct[id(row)] <= 2 for row in repeating)
+    long_relabelled = [row for row in rows if row["relabelled"] and row["n_items"] > 2]
+    assert 0.35 < len(repeating) / len(long_relabelled) < 0.8  # half repeat (a plain stream never does)
+    assert all(distinct[id(row)] == row["n_items"] for row in rows if row["family"] == "add")
+
+
+def test_log_uniform_item_counts_give_many_short_and_some_long_streams():
+    counts = [row["n_items"] for row in streams(n_streams=3000, max_items=64, families=["add"],
+                                                 item_counts="log_uniform")]
+    assert min(counts) == 1 and max(counts) == 64
+    short, long = sum(c <= 4 for c in counts), sum(c >= 32 for c in counts)
+    assert short > 2 * long > 0.2 * len(counts) * 0.5  # ~37% up to 4 items, ~17% of 32 or more
+    with pytest.raises(ValueError, match="item_counts must be uniform or log_uniform"):
+        streams(item_counts="zipf")

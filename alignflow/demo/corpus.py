@@ -10,6 +10,7 @@ The task families and their train/held-out split are alignflow.data.families.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import replace
@@ -61,6 +62,22 @@ def relabelled(items: list[Item], labels: list[str], language: str, rng: random.
     return [replace(item, output=mapping[item.output]) for item in items]
 
 
+def item_count(max_items: int, distribution: str, rng: random.Random) -> int:
+    """Items in one stream: uniform over 1..max_items, or log-uniform (as many streams of 2-3 items as
+    of 20-30: long many-shot streams without making every stream long)."""
+    if distribution == "uniform":
+        return rng.randint(1, max_items)
+    return min(max_items, int(math.exp(rng.uniform(0.0, math.log(max_items + 1)))))
+
+
+def bursty(items: list[Item], pool: list[Item], distinct: int, rng: random.Random) -> list[Item]:
+    """As many items as `items`, drawn with replacement from `distinct` inputs of the pool: inputs recur
+    within the stream, so a label can be read off an earlier example of the same input (the copying
+    that in-context learning of a new mapping builds on)."""
+    burst = rng.sample(pool, min(distinct, len(pool)))
+    return [rng.choice(burst) for _ in items]
+
+
 def format_example(item: Item, language: str) -> str:
     labels = FIELD_LABELS[language]
     return f"{labels['input']}{item.input}\n{labels['output']}{item.output}\n\n"
@@ -74,11 +91,15 @@ def format_stream(items: list[Item], language: str, description: str | None) -> 
 
 def generate_streams(*, n_streams: int, max_items: int, description_prob: float, languages: list[str],
                      families: list[str] | None, heldout_percent: int, seed: int,
-                     relabel_prob: float = 0.0, flip_share: float = 0.5) -> Iterator[dict]:
+                     relabel_prob: float = 0.0, flip_share: float = 0.5, item_counts: str = "uniform",
+                     repeat_prob: float = 0.0, repeat_inputs: int = 3) -> Iterator[dict]:
     """Yield corpus rows (family, language, n_items, has_description, relabelled, text), reproducibly
     from seed. With `relabel_prob`, that share of classification streams has its labels remapped
     (`relabelled`, flipped with probability `flip_share`); its task line, if any, still names the
-    task (情感分析 with labels 天/地: the notes' semantically unrelated labels)."""
+    task (情感分析 with labels 天/地: the notes' semantically unrelated labels). With `repeat_prob`,
+    that share of relabelled streams draws its items from `repeat_inputs` inputs (`bursty`)."""
+    if item_counts not in ("uniform", "log_uniform"):
+        raise ValueError(f"item_counts must be uniform or log_uniform, not {item_counts!r}")
     rng = random.Random(seed)
     catalogue = build_families()
     names = families or sorted(catalogue)
@@ -91,11 +112,13 @@ def generate_streams(*, n_streams: int, max_items: int, description_prob: float,
         family = catalogue[rng.choice(names)]
         usable = [lang for lang in family.languages if lang in languages] or list(family.languages)
         language = rng.choice(usable)
-        n_items = rng.randint(1, max_items)
+        n_items = item_count(max_items, item_counts, rng)
         items = rng.sample(pools[family.name], min(n_items, len(pools[family.name])))
         with_description = rng.random() < description_prob
         remap = relabel_prob > 0 and bool(labels[family.name]) and rng.random() < relabel_prob
         if remap:
+            if repeat_prob > 0 and rng.random() < repeat_prob:
+                items = bursty(items, pools[family.name], repeat_inputs, rng)
             items = relabelled(items, labels[family.name], language, rng, flip_share)
         description = family.description[language] if with_description else None
         yield {

@@ -4,6 +4,8 @@ training loop, or a base model from the hub or a folder.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from alignflow.schemas.trainer import Section, TrainerSettings, default
@@ -23,6 +25,20 @@ class CorpusConfig(Section):
     relabel_prob: float = Field(
         0.0, ge=0, le=1, description="Share of classification streams (sentiment, topic) whose labels are "
         "remapped within the stream (flipped, or stand-in words): teaches learning a mapping in context.",
+    )
+
+    flip_share: float = Field(
+        0.5, ge=0, le=1, description="Share of relabelled streams whose labels are a permutation of the family's "
+        "own (a flipped sentiment); the rest take stand-in words (random characters or letter strings).",
+    )
+    repeat_prob: float = Field(
+        0.0, ge=0, le=1, description="Share of relabelled streams whose items come from a few inputs drawn with "
+        "replacement (repeat_inputs), so a label can be copied from an earlier example of the same input.",
+    )
+    repeat_inputs: int = Field(3, ge=1, description="Distinct inputs of a repeating (repeat_prob) stream.")
+    item_counts: Literal["uniform", "log_uniform"] = Field(
+        "uniform", description="Items per stream between 1 and max_items: uniform, or log-uniform (many short "
+        "streams and some long many-shot ones).",
     )
 
     @model_validator(mode="after")
