@@ -65,7 +65,7 @@ def token_weights(tokenizer, text: str, answer_weight: float) -> tuple[list[int]
     return encoded["input_ids"], weights
 
 
-def train(model, blocks, weights, steps: int, lr: float, seed: int) -> float:
+def train(model, blocks, weights, steps: int, lr: float, seed: int, batch_size: int = 16) -> float:
     """The demo's pretraining loop (AdamW, cosine, clipping) with a weighted next-token loss."""
     import torch
 
@@ -81,7 +81,7 @@ def train(model, blocks, weights, steps: int, lr: float, seed: int) -> float:
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, total_steps=steps, warmup_steps=20, peak=lr, min_ratio=0.1)
-        rows = torch.randint(0, blocks.shape[0], (16,), generator=generator)
+        rows = torch.randint(0, blocks.shape[0], (batch_size,), generator=generator)
         batch, weight = blocks[rows], weights[rows][:, 1:].reshape(-1)
         logits = model(input_ids=batch[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
@@ -146,6 +146,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=96)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--answer-weight", type=float, default=1.0, help="loss weight of label tokens (probe only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shots", default="0,1,4,8")
@@ -177,7 +178,7 @@ def main() -> None:
                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
                         max_position_embeddings=1024, dropout=0.0, seed=args.seed)
     with torch_threads(1):
-        seconds = train(model, blocks, weight_blocks, args.steps, args.lr, args.seed)
+        seconds = train(model, blocks, weight_blocks, args.steps, args.lr, args.seed, args.batch)
         checks = {(family, recurring): copy_check(model, tokenizer, family, recurring=recurring)
                   for family in families for recurring in (False, True)}
     folder = Path(tempfile.mkdtemp(prefix="alignflow-icl-learning-"))
