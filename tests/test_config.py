@@ -222,3 +222,21 @@ def test_cli_validate_with_set(capsys):
     assert main(["validate", smoke, "--set", "stages.sft.max_step=3"]) == 2
     err = capsys.readouterr().err
     assert "with --set stages.sft.max_step=3" in err and "stages.sft.max_step: Extra inputs" in err
+
+
+def test_the_demo_pretrains_on_streams_as_long_as_its_many_shot_prompts():
+    """Many-shot k = 64 is in distribution for the demo base model: its corpus has streams of 64
+    items, and a 64-item stream of short (word) items fits one pretraining block and the context."""
+    from alignflow.data.families import build_families
+    from alignflow.demo.corpus import generate_streams
+    from alignflow.demo.tokenizer import train_tokenizer
+
+    config = load_config(REPO / "configs" / "demo.yaml")
+    pretrain, shots = config.stages.pretrain, config.stages.evaluate.shots
+    rows = list(generate_streams(**{**pretrain.corpus.model_dump(), "n_streams": 2000}, seed=0))
+    assert max(row["n_items"] for row in rows) == max(shots) == 64
+    tokenizer = train_tokenizer((row["text"] for row in rows), pretrain.tokenizer.vocab_size)
+    word_families = {name for name, family in build_families().items() if family.kind == "word"}
+    longest = max(len(tokenizer(row["text"])["input_ids"]) for row in rows
+                  if row["family"] in word_families and row["n_items"] == 64)
+    assert longest <= pretrain.training.seq_len <= pretrain.model.max_position_embeddings
