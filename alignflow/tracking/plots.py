@@ -198,8 +198,9 @@ def icl_scaling_plot(path: Path, curves: list) -> Path:
         if mine[0].chance is not None:
             axis.axhline(mine[0].chance, linestyle=":", linewidth=1, color="#555")
         axis.set_xscale("symlog", linthresh=1)
+        largest = max(point[0] for curve in mine for point in curve.points)
         axis.set(title=f"{task} ({mine[0].category})", xlabel="demonstrations k", ylabel="accuracy",
-                 ylim=(-0.02, 1.02))
+                 ylim=(-0.02, 1.02), xlim=(0, max(1, largest) * 1.15))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6, loc="best")
     for axis in list(axes.flat)[len(tasks):]:
