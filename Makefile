@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.alignflow-installed
 
-.PHONY: install demo test test-fast lint ui clean-runs
+.PHONY: install demo icl test test-fast lint ui clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/alignflow run configs/demo.yaml
+
+# In-context learning alone (chapter 1): many-shot k up to 64 and accuracy against model size.
+icl: install
+	$(BIN)/alignflow run configs/icl.yaml
 
 test: install lint
 	$(BIN)/python -m pytest

@@ -224,14 +224,14 @@ def test_cli_validate_with_set(capsys):
     assert "with --set stages.sft.max_step=3" in err and "stages.sft.max_step: Extra inputs" in err
 
 
-def test_the_demo_pretrains_on_streams_as_long_as_its_many_shot_prompts():
-    """Many-shot k = 64 is in distribution for the demo base model: its corpus has streams of 64
-    items, and a 64-item stream of short (word) items fits one pretraining block and the context."""
+def test_the_icl_study_pretrains_on_streams_as_long_as_its_many_shot_prompts():
+    """Many-shot k = 64 is in distribution for configs/icl.yaml's base model: its corpus has streams of
+    64 items, and a 64-item stream of short (word) items fits one pretraining block and the context."""
     from alignflow.data.families import build_families
     from alignflow.demo.corpus import generate_streams
     from alignflow.demo.tokenizer import train_tokenizer
 
-    config = load_config(REPO / "configs" / "demo.yaml")
+    config = load_config(REPO / "configs" / "icl.yaml")
     pretrain, shots = config.stages.pretrain, config.stages.evaluate.shots
     rows = list(generate_streams(**{**pretrain.corpus.model_dump(), "n_streams": 2000}, seed=0))
     assert max(row["n_items"] for row in rows) == max(shots) == 64
