@@ -142,6 +142,12 @@ def name_width(names) -> int:
     return max([16, *(len(name) + 2 for name in names)])
 
 
+def key_width(name_column: int) -> int:
+    """The cache-key column's width in `alignflow stages`: 50, or wider when the stage column is, since a
+    key is its stage's name and 33 characters more (pretrain-model.num_hidden_layers-1-<32 hex>)."""
+    return max(50, name_column + 33)
+
+
 def format_summary(run) -> str:
     """The table a person reads at the end of a run: each stage, where it came from, its headline
     metrics, and where to look next."""
@@ -197,19 +203,20 @@ def cmd_stages(args: argparse.Namespace) -> int:
     results: dict = {}
     plan = plan_pipeline(pipeline_graph, config)
     width = name_width(plan)
-    print(f"{'stage':<{width}}{'status':<12}{'cache key':<50}detail")
+    keys = key_width(width)
+    print(f"{'stage':<{width}}{'status':<12}{'cache key':<{keys}}detail")
     for planned in plan.values():
         stage = planned.stage
         if not all(upstream in results for upstream in planned.inputs):
-            print(f"{stage.name:<{width}}{'pending':<12}{'-':<50}upstream not cached yet")
+            print(f"{stage.name:<{width}}{'pending':<12}{'-':<{keys}}upstream not cached yet")
             continue
         key = stage_key(stage, planned.section, config, {upstream: results[upstream] for upstream in planned.inputs})
         cached, problem = lookup(config, key)
         if cached:
             results[stage.name] = cached
-            print(f"{stage.name:<{width}}{'cached':<12}{key:<50}run {cached.mlflow_run_id}")
+            print(f"{stage.name:<{width}}{'cached':<12}{key:<{keys}}run {cached.mlflow_run_id}")
         else:
-            print(f"{stage.name:<{width}}{'will run':<12}{key:<50}{problem}")
+            print(f"{stage.name:<{width}}{'will run':<12}{key:<{keys}}{problem}")
     return 0
 
 

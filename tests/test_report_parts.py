@@ -134,7 +134,10 @@ def test_report_shows_the_frontier(store, tmp_path):
 
 
 def test_the_cli_stage_column_fits_a_sweep_point_name():
-    from alignflow.cli import name_width
+    from alignflow.cli import key_width, name_width
 
     assert name_width(["pretrain", "sft"]) == 16  # the usual layout, which scripts may read
     assert name_width(["sft", "ppo-kl_coef-0.01"]) == len("ppo-kl_coef-0.01") + 2
+    assert key_width(name_width(["pretrain", "reward_model"])) == 50  # the usual layout
+    name = "pretrain-model.num_hidden_layers-1"
+    assert key_width(name_width([name])) >= len(f"{name}-{'0' * 32}") + 2, "a sweep point's key keeps a gap"
