@@ -65,36 +65,6 @@ def token_weights(tokenizer, text: str, answer_weight: float) -> tuple[list[int]
     return encoded["input_ids"], weights
 
 
-def train(model, blocks, weights, steps: int, lr: float, seed: int, batch_size: int = 16) -> float:
-    """The demo's pretraining loop (AdamW, cosine, clipping) with a weighted next-token loss."""
-    import torch
-
-    from alignflow.demo.pretraining import cosine_lr
-
-    generator = torch.Generator().manual_seed(seed)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.95))
-    started = time.perf_counter()
-    model.train()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, total_steps=steps, warmup_steps=20, peak=lr, min_ratio=0.1)
-        rows = torch.randint(0, blocks.shape[0], (batch_size,), generator=generator)
-        batch, weight = blocks[rows], weights[rows][:, 1:].reshape(-1)
-        logits = model(input_ids=batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                 batch[:, 1:].reshape(-1), reduction="none")
-        loss = (loss * weight).sum() / weight.sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-    model.eval()
-    return time.perf_counter() - started
-
-
 def copy_check(model, tokenizer, family_name: str, *, recurring: bool, n_streams: int = 300, items: int = 9,
                seed: int = 99) -> tuple[float, int]:
     """Share of labels (after the stream has shown every label once) whose first token the model
@@ -157,6 +127,7 @@ def main() -> None:
     import alignflow.demo.corpus as corpus
     from alignflow.cli import main as cli
     from alignflow.demo.model import build_llama
+    from alignflow.demo.pretraining import LoopSettings, train_causal_lm
     from alignflow.demo.tokenizer import train_tokenizer
     from alignflow.evaluation.sweep import torch_threads
 
@@ -177,8 +148,13 @@ def main() -> None:
     model = build_llama(tokenizer, hidden_size=args.hidden, intermediate_size=2 * args.hidden,
                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
                         max_position_embeddings=1024, dropout=0.0, seed=args.seed)
+    settings = LoopSettings(max_steps=args.steps, batch_size=args.batch, learning_rate=args.lr, warmup_steps=20,
+                            min_lr_ratio=0.1, weight_decay=0.1, max_grad_norm=1.0, logging_steps=args.steps,
+                            seed=args.seed)
     with torch_threads(1):
-        seconds = train(model, blocks, weight_blocks, args.steps, args.lr, args.seed, args.batch)
+        started = time.perf_counter()
+        train_causal_lm(model, blocks, settings, lambda step, metrics: None, token_weights=weight_blocks)
+        seconds = time.perf_counter() - started
         checks = {(family, recurring): copy_check(model, tokenizer, family, recurring=recurring)
                   for family in families for recurring in (False, True)}
     folder = Path(tempfile.mkdtemp(prefix="alignflow-icl-learning-"))

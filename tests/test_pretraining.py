@@ -87,3 +87,23 @@ def test_non_finite_loss_stops_training(tokenizer):
                             weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, seed=0)
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         train_causal_lm(model, blocks, settings, lambda *_: None)
+
+
+def test_token_weights_weigh_each_target_token(tokenizer):
+    """Weights of one give the plain loss; a zero weight leaves a token out; a weighted token counts more."""
+    from alignflow.demo.pretraining import _next_token_loss
+
+    model = build_llama(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=1, max_position_embeddings=64, dropout=0.0, seed=0)
+    batch = torch.randint(0, len(tokenizer), (2, 9), generator=torch.Generator().manual_seed(0))
+    logits = model(input_ids=batch[:, :-1]).logits
+    per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                                  reduction="none")
+    plain = _next_token_loss(model, batch)
+    torch.testing.assert_close(_next_token_loss(model, batch, torch.ones_like(batch, dtype=torch.float)), plain)
+    only_first = torch.zeros(2, 9)
+    only_first[0, 1] = 1.0  # the target of the first position
+    torch.testing.assert_close(_next_token_loss(model, batch, only_first), per_token[0])
+    heavy = torch.ones(2, 9)
+    heavy[0, 1] = 5.0
+    torch.testing.assert_close(_next_token_loss(model, batch, heavy), (per_token.sum() + 4 * per_token[0]) / 20)

@@ -47,8 +47,11 @@ class LoopSettings:
 
 
 def train_causal_lm(model: torch.nn.Module, blocks: torch.Tensor, settings: LoopSettings,
-                    on_log: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
+                    on_log: Callable[[int, dict[str, float]], None],
+                    token_weights: torch.Tensor | None = None) -> dict[str, float]:
     """Train on random rows of `blocks`; call on_log(step, metrics) every logging_steps steps.
+    `token_weights` (blocks' shape) weighs each target token's loss (bench/icl_learning_probe.py
+    weighs label tokens); unset, every token counts once.
 
     Returns the final metrics (loss averaged over the last logging window, throughput).
     """
@@ -70,7 +73,8 @@ def train_causal_lm(model: torch.nn.Module, blocks: torch.Tensor, settings: Loop
             group["lr"] = lr
         rows = torch.randint(0, blocks.shape[0], (settings.batch_size,), generator=generator)
         batch = blocks[rows].to(device)
-        loss = _next_token_loss(model, batch)
+        weights = None if token_weights is None else token_weights[rows].to(device)
+        loss = _next_token_loss(model, batch, weights)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -95,9 +99,15 @@ def train_causal_lm(model: torch.nn.Module, blocks: torch.Tensor, settings: Loop
     return metrics
 
 
-def _next_token_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+def _next_token_loss(model: torch.nn.Module, batch: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy, or its weighted mean with `weights` over the batch's tokens."""
     logits = model(input_ids=batch[:, :-1]).logits
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+    flat_logits, targets = logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1)
+    if weights is None:  # the demo's loss exactly as before (the fused mean), so its numbers do not move
+        return torch.nn.functional.cross_entropy(flat_logits, targets)
+    losses = torch.nn.functional.cross_entropy(flat_logits, targets, reduction="none")
+    target_weights = weights[:, 1:].reshape(-1).to(losses.dtype)
+    return (losses * target_weights).sum() / target_weights.sum()
 
 
 @torch.no_grad()

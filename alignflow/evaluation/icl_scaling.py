@@ -8,6 +8,7 @@ the evaluate stages' result rows; alignflow.tracking.report draws and publishes 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 ICL_CATEGORIES = ("recognition", "learning")  # what the pretrain sweep points are scored on
@@ -36,7 +37,7 @@ def icl_curves(runs: list[tuple[str, int | None, list[dict]]]) -> list[Curve]:
             part = sorted((r for r in mine if r["task"] == task), key=lambda r: int(r["k"]))
             chance = part[0].get("chance")
             curves.append(Curve(model, parameters, task, part[0]["category"],
-                                None if chance is None or chance != chance else float(chance),
+                                None if chance is None or math.isnan(chance) else float(chance),
                                 tuple((int(r["k"]), float(r["accuracy"]), float(r["ci_low"]), float(r["ci_high"]))
                                       for r in part)))
     return sorted(curves, key=lambda c: (c.category != "learning", c.task, c.parameters or 0, c.model))
@@ -46,8 +47,3 @@ def curve_label(curve: Curve) -> str:
     size = f"{curve.parameters / 1e6:.2f}M parameters" if curve.parameters else "size unknown"
     return f"{curve.model} ({size})"
 
-
-def learned_above_chance(curve: Curve, k: int) -> bool:
-    """Whether the k-shot interval lies wholly above the zero-shot interval (the issue's test of task learning)."""
-    by_k = {point[0]: point for point in curve.points}
-    return 0 in by_k and k in by_k and by_k[k][2] > by_k[0][3]
