@@ -17,6 +17,7 @@ from alignflow.evaluation.icl_scaling import ICL_CATEGORIES
 from alignflow.pipeline.config import load_config
 from alignflow.pipeline.runner import PipelineRun, run_pipeline
 from alignflow.schemas.config import PipelineConfig
+from alignflow.schemas.stages.evaluate import EvaluateConfig
 from alignflow.schemas.stages.pretrain import BaseModelSource
 from alignflow.tasks.build import build
 from alignflow.tasks.clean import clean
@@ -85,12 +86,19 @@ def scaling_flow(cfg: PipelineConfig) -> None:
     """Each pretrain sweep point (another model size or step budget: pretrain-model.hidden_size-64) and
     its scoring on the in-context learning tasks (evaluate-model.hidden_size-64): accuracy against k
     per size, the emergence the report draws beside the configured base model's curve."""
+    for label, source, section in scaling_points(cfg):
+        evaluate.variant(label)(section, pretrain.variant(label)(source))
+
+
+def scaling_points(cfg: PipelineConfig) -> list[tuple[str, BaseModelSource, EvaluateConfig]]:
+    """(label, base model source, evaluate section) of each pretrain sweep point: scored on the in-context
+    learning categories, on the inputs that point's own corpus held out."""
     if cfg.stages.evaluate is None:
-        return
-    section = cfg.stages.evaluate.model_copy(update={"categories": list(ICL_CATEGORIES)})
-    for label, point in cfg.sweep_points("pretrain"):
-        model = pretrain.variant(label)(BaseModelSource(pretrain=point))
-        evaluate.variant(label)(section, model)
+        return []
+    return [(label, BaseModelSource(pretrain=point),
+             cfg.stages.evaluate.model_copy(update={"categories": list(ICL_CATEGORIES),
+                                                    "heldout_percent": point.corpus.heldout_percent}))
+            for label, point in cfg.sweep_points("pretrain")]
 
 
 def pipeline_graph(cfg: PipelineConfig):

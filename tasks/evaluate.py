@@ -14,6 +14,7 @@ import glob
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
@@ -25,6 +26,9 @@ from alignflow.schemas.config import PipelineConfig
 from alignflow.schemas.stages.evaluate import EvaluateConfig
 from alignflow.tracking.plots import accuracy_vs_k, heatmap
 from alignflow.tracking.runs import log_table_input
+
+if TYPE_CHECKING:
+    from alignflow.evaluation.sweep import LoadedTask  # imports torch: not at CLI start-up
 
 MODEL_STAGES = ("pretrain", "sft", "dpo", "ppo", "grpo", "rloo")
 
@@ -40,8 +44,10 @@ def task_paths(patterns: list[str]) -> list[Path]:
     return paths
 
 
-def heldout_percent(config: PipelineConfig) -> int:
-    """The demo corpus's held-out share, so `split: heldout` means inputs the model never saw."""
+def heldout_percent(settings: EvaluateConfig, config: PipelineConfig) -> int:
+    """The section's held-out share, else the demo corpus's, so `split: heldout` means inputs the model never saw."""
+    if settings.heldout_percent is not None:
+        return settings.heldout_percent
     return config.stages.pretrain.corpus.heldout_percent if config.stages.pretrain else 20
 
 
@@ -51,7 +57,7 @@ def evaluate_key(settings: EvaluateConfig, config: PipelineConfig) -> dict:
     for path in task_paths(settings.tasks):
         for file in task_files_digest_inputs(path, load_task(path)):
             digests[str(file)] = hashlib.sha256(file.read_bytes()).hexdigest()
-    return {**settings.model_dump(mode="json"), "heldout_percent": heldout_percent(config), "task_files": digests}
+    return {**settings.model_dump(mode="json"), "heldout_percent": heldout_percent(settings, config), "task_files": digests}
 
 
 def models_to_evaluate(upstream: dict[str, StageResult]) -> list[tuple[str, str]]:
@@ -69,6 +75,14 @@ def sweep_settings(settings: EvaluateConfig, held_out: int):
                          prefix_cache=settings.prefix_cache, add_bos=settings.add_bos, embedder=settings.embedder,
                          heldout_percent=held_out, confidence=settings.confidence,
                          threads=settings.threads)
+
+
+def select_tasks(tasks: list[LoadedTask], categories: list[str] | None, patterns: list[str]) -> list[LoadedTask]:
+    """The loaded tasks in `categories` (all when unset); none left is a config mistake, said as one."""
+    kept = [task for task in tasks if categories is None or task.spec.category in categories]
+    if not kept:
+        raise DataError(f"evaluate: no task of {patterns} is in the categories {categories}")
+    return kept
 
 
 def category_means(rows: list[dict]) -> dict[str, float]:
@@ -105,11 +119,9 @@ def evaluate(cfg: EvaluateConfig, pretrain: ModelRef, sft: ModelRef | None = Non
     from alignflow.tracking.runs import log_models
 
     settings, out = cfg, run.out_dir
-    held_out = heldout_percent(run.config)
-    tasks = [task for task in load_tasks(task_paths(settings.tasks), heldout_percent=held_out, limit=settings.limit)
-             if settings.categories is None or task.spec.category in settings.categories]
-    if not tasks:
-        raise DataError(f"evaluate: no task of {settings.tasks} is in the categories {settings.categories}")
+    held_out = heldout_percent(settings, run.config)
+    tasks = select_tasks(load_tasks(task_paths(settings.tasks), heldout_percent=held_out, limit=settings.limit),
+                         settings.categories, settings.tasks)
     for loaded in tasks:
         log_table_input(pd.DataFrame([doc.__dict__ for doc in loaded.docs]).astype(str), Path(loaded.path),
                         f"eval-{loaded.spec.name}", context="evaluation")

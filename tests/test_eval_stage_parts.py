@@ -6,7 +6,7 @@ import pytest
 from helpers import stage_result
 
 from alignflow.pipeline.config import ConfigError, parse_config, section_digest
-from alignflow.tasks.evaluate import category_means, evaluate, models_to_evaluate, task_paths
+from alignflow.tasks.evaluate import category_means, evaluate, models_to_evaluate, select_tasks, task_paths
 
 
 def config(project, **evaluate):
@@ -50,3 +50,35 @@ def test_category_means():
             {"model": "pretrain", "category": "recognition", "k": 0, "accuracy": 0.6},
             {"model": "pretrain", "category": "learning", "k": 4, "accuracy": 0.5}]
     assert category_means(rows) == {"pretrain.learning.k4": 0.5, "pretrain.recognition.k0": pytest.approx(0.4)}
+
+
+def test_the_held_out_share_is_the_sections_else_the_pretrain_corpus(project):
+    assert evaluate.key(config(project).stages.evaluate, config(project))["heldout_percent"] == 30
+    own = config(project, heldout_percent=10)
+    assert evaluate.key(own.stages.evaluate, own)["heldout_percent"] == 10
+
+
+def test_each_pretrain_sweep_point_is_scored_on_its_own_held_out_inputs(project):
+    from alignflow.flows.pipeline import scaling_points
+
+    cfg = parse_config({"name": "t", "stages": {"pretrain": {"corpus": {"heldout_percent": 30}}, "evaluate": {}},
+                        "sweeps": {"pretrain": {"corpus.heldout_percent": [10], "model.num_hidden_layers": [1]}}})
+    points = {label: (source, section) for label, source, section in scaling_points(cfg)}
+    assert sorted(points) == ["corpus.heldout_percent-10", "model.num_hidden_layers-1"]
+    source, section = points["corpus.heldout_percent-10"]
+    assert source.pretrain.corpus.heldout_percent == 10
+    assert evaluate.key(section, cfg)["heldout_percent"] == 10  # not the configured base model's 30
+    assert set(section.categories) == {"recognition", "learning"}
+    assert evaluate.key(points["model.num_hidden_layers-1"][1], cfg)["heldout_percent"] == 30
+
+
+def test_no_task_in_the_categories_is_a_data_error(project):
+    from alignflow.errors import DataError
+    from alignflow.evaluation.sweep import load_tasks
+
+    patterns = ["data/eval/tasks/recognize_word.yaml"]
+    loaded = load_tasks(task_paths(patterns), limit=2)
+    assert select_tasks(loaded, None, patterns) == loaded
+    assert select_tasks(loaded, ["learning", "recognition"], patterns) == loaded
+    with pytest.raises(DataError, match=r"no task of \['data/eval/tasks/recognize_word.yaml'\] is in the categories"):
+        select_tasks(loaded, ["preference"], patterns)

@@ -20,6 +20,11 @@ class EvaluateConfig(Section):
         None, min_length=1, description="Score only the tasks of these categories. Unset: every task. The pretrain "
         "sweep points are scored on recognition and learning (the in-context learning curves).",
     )
+    heldout_percent: int | None = Field(
+        None, ge=0, le=90, description="Percent of the demo task families' inputs that `split: heldout` draws from. "
+        "Unset: the pretrain corpus's, so held-out inputs are ones the base model never saw (a pretrain sweep point "
+        "is scored with its own).",
+    )
     shots: list[int] = Field([0, 1, 2, 4, 8], min_length=1, description="Numbers of demonstrations k to sweep.")
     selection: Literal["random", "first_n", "balanced", "similar"] = Field(
         "random", description="Demonstrations: seeded random per document (lm-evaluation-harness default), the "
