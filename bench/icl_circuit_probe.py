@@ -99,6 +99,7 @@ def main() -> None:
                    help="recall lines: 输入：key\\n输出：label, key：label, or keylabel")
     p.add_argument("--keys", type=int, default=4, help="recall: distinct keys (and labels) per stream")
     p.add_argument("--items", type=int, default=16, help="recall: lines per stream")
+    p.add_argument("--streams", type=int, default=8000, help="recall: training streams (few: seen many times)")
     p.add_argument("--period", default="varied", choices=["fixed", "varied"],
                    help="induction: the repeat always 24 tokens back (a positional head suffices) or not")
     p.add_argument("--keylen", type=int, default=1, help="random key characters; 0: whole reviews")
@@ -113,7 +114,7 @@ def main() -> None:
     rng = random.Random(0)
     if args.mode == "recall":
         streams = RecallStreams(args.keylen, args.format, args.keys, args.items)
-        texts = [streams.text(rng) for _ in range(8000)]
+        texts = [streams.text(rng) for _ in range(args.streams)]
         tokenizer = train_tokenizer(texts, 1024)
         ids: list[int] = []
         for text in texts:
