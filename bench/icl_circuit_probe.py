@@ -34,7 +34,7 @@ import torch
 import alignflow.demo.corpus as corpus
 from alignflow.data.families import build_families, split_items
 from alignflow.demo.model import build_llama
-from alignflow.demo.pretraining import LoopSettings, train_causal_lm
+from alignflow.demo.pretraining import LoopSettings, pack_blocks, train_causal_lm
 from alignflow.demo.tokenizer import train_tokenizer
 
 
@@ -116,11 +116,8 @@ def main() -> None:
         streams = RecallStreams(args.keylen, args.format, args.keys, args.items)
         texts = [streams.text(rng) for _ in range(args.streams)]
         tokenizer = train_tokenizer(texts, 1024)
-        ids: list[int] = []
-        for text in texts:
-            ids += [tokenizer.bos_token_id, *tokenizer(text)["input_ids"]]
-        rows = len(ids) // 257
-        blocks, batch = torch.tensor(ids[: rows * 257]).view(rows, 257), 8
+        blocks = pack_blocks([tokenizer(text)["input_ids"] for text in texts], tokenizer.bos_token_id, 256)
+        batch = 8
     else:
         tokenizer = train_tokenizer(["abc def"] * 10, 300)
         generator = torch.Generator().manual_seed(0)
