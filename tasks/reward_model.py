@@ -108,7 +108,7 @@ def train_reward_model(cfg: RewardModelConfig, sft: ModelRef, preferences: Prefe
     metrics = publish_model(run, model_dir, title="reward model", base_model=base, metrics=metrics,
                             register=settings.register_model, task=REWARD_MODEL_TASK,
                             summary=f"Bradley-Terry reward model initialised from the SFT model `{base}` (scalar head, "
-                            "AutoModelForSequenceClassification), trained on the pipeline's preference pairs.")
+                            "the architecture's sequence classifier), trained on the pipeline's preference pairs.")
     print(f"[reward_model] {split} pair accuracy {metrics[f'{split}_pair_accuracy']:.3f} on {len(evaluation)} pairs",
           flush=True)
     return StageOutput(outputs={"model": str(model_dir)}, metrics=metrics)

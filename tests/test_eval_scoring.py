@@ -11,6 +11,7 @@ from alignflow.evaluation.scoring import (
     common_prefix_length,
     encode_pair,
     encode_pairs,
+    prefix_sharing_is_exact,
     score_requests,
     truncate_left,
 )
@@ -106,3 +107,37 @@ def test_generate_greedy_stops_at_the_stop_string(tiny):
     plain = model.generate(torch.tensor([contexts[0]]), max_new_tokens=3, do_sample=False,
                            pad_token_id=tokenizer.pad_token_id)[0, len(contexts[0]):]
     assert len(plain) <= 3 and long == [tokenizer.decode(plain, skip_special_tokens=True)]
+
+
+def hybrid_and_windowed_models(vocab_size: int):
+    """LFM2 (short convolutions beside attention) and Mistral with a window of 12 or of 4096."""
+    from transformers import Lfm2Config, Lfm2ForCausalLM, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": vocab_size, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
+             "num_key_value_heads": 1}
+    lfm2 = Lfm2ForCausalLM(Lfm2Config(**sizes, num_hidden_layers=2, layer_types=["conv", "full_attention"],
+                                      full_attn_idxs=[1], block_auto_adjust_ff_dim=False))
+    return {"lfm2": (lfm2, False),
+            "mistral, window 12": (MistralForCausalLM(MistralConfig(**sizes, num_hidden_layers=1, sliding_window=12)),
+                                   False),
+            "mistral, window 4096": (MistralForCausalLM(MistralConfig(**sizes, num_hidden_layers=1)), True)}
+
+
+def test_prefixes_are_shared_only_where_the_cache_is_keys_and_values_that_hold_every_request(tiny):
+    """A short prefix's padding would reach a convolution's state, and a window shorter than a
+    request drops keys its rows need: those models score every request whole, and every model
+    gives each request's own score."""
+    _, tokenizer = tiny
+    demos = "Input: the movie was great\nOutput: positive\n\nInput: 3, 4\nOutput: 7\n\n"
+    requests = [Request(*encode_pair(tokenizer, demos + query, choice), group="demos")
+                for query in ("Input: cat\nOutput:", "Input: a much longer query\nOutput:")
+                for choice in (" tac", " positive and more")]
+    longest = max(len(r.context) + len(r.continuation) for r in requests)
+    assert 12 < longest < 4096
+    for name, (model, shares) in hybrid_and_windowed_models(len(tokenizer)).items():
+        model.eval()
+        assert prefix_sharing_is_exact(model, longest) is shares, name
+        for request, (score, _) in zip(requests, score_requests(model, requests, batch_tokens=64), strict=True):
+            assert score == pytest.approx(reference_score(model, request.context, request.continuation)[0],
+                                          abs=1e-4), name

@@ -13,7 +13,9 @@ import yaml
 from helpers import REPO, make_project, project_store, run_cli, run_in_this_process, stage_statuses
 
 from alignflow.demo.foreign import KINDS, build_foreign_model, corpus_texts
+from alignflow.models.generation import left_padded
 from alignflow.models.loading import DEFAULT_CHAT_TEMPLATE, load_tokenizer, stop_token_ids
+from alignflow.training.sft_data import PromptTemplate, prompt_text, tokenize_chat
 
 SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text(encoding="utf-8"))["stages"]
 # Every stage after pretrain, at the smallest size that still trains, samples and scores.
@@ -90,6 +92,23 @@ def test_gpt2_gets_the_default_template_and_eos_as_pad(foreign):
     assert setup.stop_token_ids == [tokenizer.eos_token_id]
 
 
+def test_lfm2_chat_rows_hold_one_bos_and_train_on_the_reply_through_im_end(foreign):
+    """LFM2's tokenizer adds its BOS and its template writes it too: a chat row tokenised for SFT
+    (and a prompt for sampling) holds it once."""
+    tokenizer = load_tokenizer(str(foreign / "models" / "lfm2_hybrid"))
+    bos, im_end = tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer("1+1")["input_ids"][0] == bos, "the tokenizer itself adds it"
+    assert tokenizer.alignflow_setup.stop_token_ids == [im_end]
+    messages = [{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "2"}]
+    example = tokenize_chat(messages, tokenizer)
+    assert example["input_ids"].count(bos) == 1 and example["input_ids"][0] == bos
+    trained = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
+    assert tokenizer.decode(trained) == "2<|im_end|>"
+    row = {"format": "chat", "messages": json.dumps(messages)}
+    prompt = prompt_text(row, tokenizer, PromptTemplate())
+    assert left_padded(tokenizer, [prompt], "cpu")["input_ids"][0].tolist().count(bos) == 1
+
+
 def test_a_config_template_wins_inline_or_from_a_file(foreign, tmp_path):
     template = "{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}"
     path = tmp_path / "template.jinja"
@@ -111,7 +130,7 @@ def test_wordpiece_tokenizer_loses_token_type_ids_and_ends_at_sep(foreign):
 # GPT-2 runs with execution.dtype bfloat16 on the CPU, where `auto` means float32: if every model
 # of every stage then has bfloat16 weights, no stage loads a model around the one policy.
 EXECUTION = {"qwen2_chatml": ({}, "float32"), "gpt2_plain": ({"device": "cpu", "dtype": "bfloat16"}, "bfloat16"),
-             "llama_wordpiece": ({}, "float32")}
+             "llama_wordpiece": ({}, "float32"), "lfm2_hybrid": ({}, "float32")}
 
 
 @pytest.mark.slow

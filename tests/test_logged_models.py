@@ -111,3 +111,34 @@ def test_copy_and_reference_generate_the_same_greedy_text(store, tiny_llama):
     assert answers["copy"] == answers["reference"]
     assert all(text.startswith(prompt) and len(text) > len(prompt)
                for prompt, text in zip(["任务：", "hello"], answers["copy"], strict=True))
+
+
+def test_a_reward_model_on_alignflows_score_head_loads_back_copied_or_referenced(store, tmp_path):
+    """The transformers flavour names a model's class in transformers; an LFM2 reward model's class
+    is alignflow's (alignflow.models.score_head), so `copy` logs the pyfunc with the folder inside."""
+    from alignflow.demo.foreign import build_foreign_model
+    from alignflow.models.loading import resolve_placement, reward_model_and_tokenizer
+
+    base = build_foreign_model("lfm2_hybrid", tmp_path / "base", ["hello world", "a longer text here", "你好"] * 20)
+    reward, tokenizer = reward_model_and_tokenizer(str(base), resolve_placement("cpu"))
+    with torch.no_grad():
+        reward.score.weight.normal_()
+        expected = [reward(**tokenizer(text, return_tensors="pt")).logits[0, 0].item()
+                    for text in ("hello", "a longer text here")]
+    folder = tmp_path / "reward"
+    reward.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    uris = {}
+    for weights in ("reference", "copy"):
+        with mlflow.start_run():
+            info = log_model_folder(folder, task=REWARD_MODEL_TASK, weights=weights, name="reward_model",
+                                    model_type="reward_model")
+        holds_weights = any(name.endswith(".safetensors") for name in stored_files(store, info.model_id))
+        assert holds_weights == (weights == "copy")
+        assert mlflow.get_logged_model(info.model_id).tags["alignflow.weights"] == weights
+        uris[weights] = info.model_uri
+    assert mlflow.pyfunc.load_model(uris["reference"]).predict(["hello", "a longer text here"]) == \
+        pytest.approx(expected, abs=1e-4)
+    shutil.rmtree(folder)  # the copy needs nothing outside the store
+    assert mlflow.pyfunc.load_model(uris["copy"]).predict(["hello", "a longer text here"]) == \
+        pytest.approx(expected, abs=1e-4)

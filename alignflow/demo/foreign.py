@@ -8,6 +8,10 @@ model:
 - `gpt2_plain`: GPT2LMHeadModel; no chat template and no pad token, as base models ship.
 - `llama_wordpiece`: LlamaForCausalLM with a BERT-style WordPiece tokenizer: no eos token (its
   `[SEP]` ends documents), and it returns `token_type_ids`.
+- `lfm2_hybrid`: Lfm2ForCausalLM (Liquid's LFM2): short-convolution layers beside attention, a
+  hybrid cache, and no sequence-classification class in transformers (reward and value models
+  need alignflow's own score head); the tokenizer adds `<|startoftext|>` as BOS and the ChatML
+  template writes it again, and turns end with `<|im_end|>`, its eos.
 
 Tiny by default (tests); `bench/gpu_check.py` builds a Qwen2-shaped one of about 0.5B parameters.
 """
@@ -20,13 +24,20 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
-KINDS = ("qwen2_chatml", "gpt2_plain", "llama_wordpiece")
+KINDS = ("qwen2_chatml", "gpt2_plain", "llama_wordpiece", "lfm2_hybrid")
 
 # Qwen2's own template (abridged: no tools), without {% generation %} marks, as Qwen ships it.
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# LFM2's template (abridged: no tools): ChatML after the BOS its tokenizer also adds.
+LFM2_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -107,6 +118,28 @@ def build_foreign_model(kind: str, folder: Path, texts: list[str], *, vocab_size
                              tie_word_embeddings=True, bos_token_id=cls, eos_token_id=sep, pad_token_id=pad)
         model = LlamaForCausalLM(config)
         generation = GenerationConfig(bos_token_id=cls, eos_token_id=sep, pad_token_id=pad)
+    elif kind == "lfm2_hybrid":
+        from transformers import Lfm2Config, Lfm2ForCausalLM
+
+        core = byte_level_bpe(texts, vocab_size, ["<|pad|>", "<|startoftext|>", "<|im_start|>", "<|im_end|>"])
+        bos = core.token_to_id("<|startoftext|>")
+        core.post_processor = processors.TemplateProcessing(
+            single="<|startoftext|> $A", pair="<|startoftext|> $A <|startoftext|> $B:1",
+            special_tokens=[("<|startoftext|>", bos)])
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|startoftext|>", eos_token="<|im_end|>",
+                                            pad_token="<|pad|>", unk_token=None,
+                                            additional_special_tokens=["<|im_start|>"])
+        tokenizer.chat_template = LFM2_CHAT_TEMPLATE
+        eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|pad|>"])
+        types = ["conv", "full_attention"] * max(1, num_layers)
+        config = Lfm2Config(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+                            block_auto_adjust_ff_dim=False, num_hidden_layers=len(types),
+                            num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+                            max_position_embeddings=max_positions, layer_types=types,
+                            full_attn_idxs=[i for i, t in enumerate(types) if t == "full_attention"],
+                            tie_word_embeddings=True, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
+        model = Lfm2ForCausalLM(config)
+        generation = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
     else:
         raise ValueError(f"unknown foreign model kind {kind!r}; known: {KINDS}")
     model.save_pretrained(folder)

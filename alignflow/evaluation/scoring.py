@@ -13,7 +13,9 @@ cache serves batches of rows, each row being the rest of one context followed by
 continuation. Choices of a document, and documents sharing the same demonstrations, therefore
 never recompute the shared prefix. Prefixes of several groups run in one right-padded batch,
 and rows of several groups share a forward pass (an attention mask hides the padding between a
-short prefix and its row; position ids continue from each prefix's own length).
+short prefix and its row; position ids continue from each prefix's own length). Models whose cache
+is not attention keys and values alone (convolution or recurrent layers, sliding windows) run
+every request whole.
 """
 
 from __future__ import annotations
@@ -155,6 +157,22 @@ def _make_group(requests: list[Request], indices: list[int]) -> _Group:
     return _Group(pairs[0][0][:shared], pairs, [unique[pair] for pair in pairs])
 
 
+@torch.no_grad()
+def prefix_sharing_is_exact(model, longest: int) -> bool:
+    """Whether the model's cache is attention keys and values alone, which prefix sharing selects
+    rows of and masks the padding of: full attention layers, or sliding-window ones whose window
+    holds the longest request. A convolution or recurrent state (LFM2, Mamba) would carry a short
+    prefix's padding into its rows: such models score every request whole, as lm-evaluation-harness
+    does."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    out = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=model.device), use_cache=True)
+    layers = getattr(_output_cache(out), "layers", None)
+    return bool(layers) and all(
+        type(layer) is DynamicLayer or (type(layer) is DynamicSlidingWindowLayer and layer.sliding_window > longest)
+        for layer in layers)
+
+
 def _select_cache(cache, rows: torch.Tensor):
     """A new cache whose row r is row `rows[r]` of `cache` (the prefix's keys and values)."""
     from transformers import DynamicCache
@@ -231,7 +249,8 @@ def score_requests(model, requests: Sequence[Request], *, batch_tokens: int = 81
     """
     model.eval()
     requests = [truncate_left(r, max_length) for r in requests]
-    if not prefix_cache:
+    longest = max((len(r.context) + len(r.continuation) for r in requests), default=0)
+    if not prefix_cache or not prefix_sharing_is_exact(model, longest):
         return _score_plain(model, requests, batch_tokens)
     results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
     by_key: dict[Hashable, list[int]] = defaultdict(list)

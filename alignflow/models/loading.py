@@ -244,13 +244,17 @@ def load_causal_lm(name_or_path: str, placement: Placement, *, trainable: bool =
 
 def load_reward_model(name_or_path: str, placement: Placement, tokenizer, *, trainable: bool = False):
     """A one-label sequence classifier (reward or value model) on `placement`, its pad id set from
-    the prepared tokenizer (the score is read at the last non-pad token)."""
-    from transformers import AutoModelForSequenceClassification
+    the prepared tokenizer (the score is read at the last non-pad token). An architecture without
+    a sequence-classification class in transformers gets alignflow's (alignflow.models.score_head)."""
+    from transformers import AutoConfig
+
+    from alignflow.models.score_head import sequence_classifier_class
 
     dtype = placement.train_dtype if trainable else placement.dtype
     require_local_model(name_or_path)
     with model_errors(name_or_path, "reward model"), _LOADING:
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=dtype)
+        classifier = sequence_classifier_class(AutoConfig.from_pretrained(name_or_path))
+        model = classifier.from_pretrained(name_or_path, num_labels=1, dtype=dtype)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(placement.torch_device)
     return model if trainable else model.eval()

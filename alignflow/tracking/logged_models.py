@@ -5,7 +5,10 @@ and what `mlflow.transformers.load_model` / `mlflow.pyfunc.load_model("models:/.
 ways to log one (`tracking.log_weights`):
 
 - `copy`: the transformers flavour, weights stored in the logged model (the store's only copy;
-  the run does not also hold a `model/` folder);
+  the run does not also hold a `model/` folder); a reward model on alignflow's own score head
+  (an architecture transformers has no sequence-classification class for) is the pyfunc below
+  with its folder copied in, since the transformers flavour loads classes by their name in
+  transformers;
 - `reference`: a pyfunc model that records where the stage's model folder is and loads it from
   there, so a store of multi-GB checkpoints does not hold each one a second time.
 """
@@ -55,14 +58,17 @@ def pip_requirements() -> list[str]:
 with warnings.catch_warnings(record=True):
 
     class FolderPipeline(mlflow.pyfunc.PythonModel):
-        """A transformers pipeline built from the model folder named in the model config (`reference`)."""
+        """A transformers pipeline built from a model folder: the one named in the model config
+        (`reference`), or the copy logged as the `folder` artifact (a reward model whose
+        architecture the transformers flavour cannot name, alignflow.models.score_head)."""
 
         def load_context(self, context) -> None:
             from transformers import pipeline
 
             config = context.model_config
             self.task = config["task"]
-            self.pipeline = pipeline(self.task, model=config["folder"])
+            folder = context.artifacts.get("folder") or config["folder"]
+            self.pipeline = pipeline(self.task, **_components(Path(folder), self.task))
 
         def predict(self, context, model_input, params=None):  # no type hints: they would replace the signature
             texts = list(model_input.iloc[:, 0]) if hasattr(model_input, "iloc") else list(model_input)
@@ -73,10 +79,25 @@ with warnings.catch_warnings(record=True):
 
 
 def _components(folder: Path, task: str) -> dict:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    auto = AutoModelForSequenceClassification if task == REWARD_MODEL_TASK else AutoModelForCausalLM
+    from alignflow.models.score_head import sequence_classifier_class
+
+    if task == REWARD_MODEL_TASK:
+        auto = sequence_classifier_class(AutoConfig.from_pretrained(folder))
+    else:
+        auto = AutoModelForCausalLM
     return {"model": auto.from_pretrained(folder, dtype="auto"), "tokenizer": AutoTokenizer.from_pretrained(folder)}
+
+
+def transformers_flavour_loads(folder: Path, task: str) -> bool:
+    """Whether `mlflow.transformers.load_model` could load the folder back: it names the model's
+    class in transformers, which has none for alignflow's own score heads."""
+    from transformers import AutoConfig
+
+    from alignflow.models.score_head import has_native_score_head
+
+    return task != REWARD_MODEL_TASK or has_native_score_head(AutoConfig.from_pretrained(folder))
 
 
 def logged_model_name(stage: str) -> str:
@@ -89,11 +110,12 @@ def log_model_folder(folder: Path, *, task: str, weights: LogWeights, name: str,
     apart) of the active run; `model_type` is the method (dpo for a sweep point). Returns MLflow's
     ModelInfo."""
     requirements, name = pip_requirements(), logged_model_name(name)
-    if weights == "reference":
+    if weights == "reference" or not transformers_flavour_loads(folder, task):
+        copied = {"artifacts": {"folder": str(folder)}} if weights == "copy" else {}
         return mlflow.pyfunc.log_model(name=name, python_model=FolderPipeline(), pip_requirements=requirements,
                                        signature=_signature(task),
                                        model_config={"folder": str(folder.resolve()), "task": task},
-                                       model_type=model_type, tags={"alignflow.weights": "reference"})
+                                       model_type=model_type, tags={"alignflow.weights": weights}, **copied)
     from huggingface_hub import ModelCard
 
     card_path = folder / "README.md"
