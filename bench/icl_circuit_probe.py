@@ -13,7 +13,9 @@ train_causal_lm, the demo tokenizer):
   CJK character), 16 lines drawn from them: the key sits 2 tokens before its label;
 * `recall --format full`: the same in the notes' format (`输入：key\\n输出：label`): the key sits 5 tokens before
   its label, as a review's sentiment words sit 6-8 tokens before it in the eval's learn_* tasks;
-* `recall --keylen 0`: whole training reviews of sentiment_zh as keys (exact recurrence).
+* `recall --keylen 0`: whole training reviews of sentiment_zh as keys (exact recurrence);
+* `recall --first-format gap0 --first-steps N`: a curriculum: N steps on the first format at a
+  constant learning rate, then `--format` on its own schedule.
 
 Prints, every `--every` steps, the training loss and the share of repeated keys whose label the model ranks
 first among the stream's labels (recall; chance 1 / keys) or of repeated tokens it predicts
@@ -26,6 +28,7 @@ first among the stream's labels (recall; chance 1 / keys) or of repeated tokens 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import time
 
@@ -109,13 +112,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--every", type=int, default=250)
+    p.add_argument("--first-format", default=None, choices=["full", "short", "gap0"],
+                   help="recall curriculum: train on this format first, at a constant learning rate")
+    p.add_argument("--first-steps", type=int, default=0, help="recall curriculum: steps on --first-format")
     args = p.parse_args()
     torch.set_num_threads(1)
     rng = random.Random(0)
     if args.mode == "recall":
         streams = RecallStreams(args.keylen, args.format, args.keys, args.items)
         texts = [streams.text(rng) for _ in range(args.streams)]
-        tokenizer = train_tokenizer(texts, 1024)
+        first_texts = []
+        if args.first_format:
+            first = RecallStreams(args.keylen, args.first_format, args.keys, args.items)
+            first_texts = [first.text(rng) for _ in range(args.streams)]
+        tokenizer = train_tokenizer(texts + first_texts, 1024)
         blocks = pack_blocks([tokenizer(text)["input_ids"] for text in texts], tokenizer.bos_token_id, 256)
         batch = 8
     else:
@@ -139,13 +149,14 @@ def main() -> None:
                         num_key_value_heads=args.heads, max_position_embeddings=1024, dropout=0.0, seed=0)
     started = time.perf_counter()
 
-    def report(step: int, metrics: dict[str, float]) -> None:
-        if step % args.every and step != args.steps:
+    def report(step: int, metrics: dict[str, float], scored: RecallStreams | None = None,
+               last: int = args.steps) -> None:
+        if step % args.every and step != last:
             return
         model.eval()
         with torch.no_grad():
             if args.mode == "recall":
-                score = recall_accuracy(model, tokenizer, streams)
+                score = recall_accuracy(model, tokenizer, scored or streams)
             else:
                 predicted = model(input_ids=held_out[:, :-1]).logits.argmax(-1)
                 score = (predicted[:, 32:] == held_out[:, 33:]).float().mean().item()  # repeats at any period
@@ -156,8 +167,14 @@ def main() -> None:
     settings = LoopSettings(max_steps=args.steps, batch_size=batch, learning_rate=args.lr, warmup_steps=50,
                             min_lr_ratio=0.1, weight_decay=0.1, max_grad_norm=1.0, logging_steps=50, seed=0)
     print(vars(args), f"{blocks.shape[0]} blocks of {blocks.shape[1]} tokens, batch {batch}", flush=True)
+    if args.mode == "recall" and args.first_format:
+        first_blocks = pack_blocks([tokenizer(text)["input_ids"] for text in first_texts],
+                                   tokenizer.bos_token_id, 256)
+        constant = dataclasses.replace(settings, max_steps=args.first_steps, min_lr_ratio=1.0)
+        train_causal_lm(model, first_blocks, constant,
+                        lambda step, metrics: report(step, metrics, first, args.first_steps))
+        print(f"-- switched from --first-format {args.first_format} to --format {args.format}", flush=True)
     train_causal_lm(model, blocks, settings, report)
-
 
 if __name__ == "__main__":
     main()
