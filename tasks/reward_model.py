@@ -52,7 +52,7 @@ def train_reward_model(cfg: RewardModelConfig, sft: ModelRef, preferences: Prefe
     )
     from alignflow.tracking.runs import log_models, log_tokenizer_setup
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
-    from alignflow.training.reward import pair_accuracy, score_texts
+    from alignflow.training.reward import finite_margins, pair_accuracy, score_texts
 
     transformers_logging.disable_progress_bar()
     settings = cfg
@@ -92,9 +92,9 @@ def train_reward_model(cfg: RewardModelConfig, sft: ModelRef, preferences: Prefe
                          max_length=settings.max_length)
     rejected = score_texts(trainer.model, tokenizer, list(evaluation["prompt"] + evaluation["rejected"]),
                            max_length=settings.max_length)
-    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
-    rewards = np.array(chosen + rejected)
     split = "heldout" if len(heldout) else "train"
+    margins = finite_margins(chosen, rejected, split)
+    rewards = np.array(chosen + rejected)
     metrics = {f"{split}_pair_accuracy": pair_accuracy(chosen, rejected), "train_loss": float(result.training_loss),
                "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
                "margin_mean": float(np.mean(margins)), f"{split}_pairs": len(evaluation),

@@ -10,7 +10,7 @@ from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 from alignflow.data.annotation import judge_scores
 from alignflow.evaluation.comparisons import head_to_head
 from alignflow.models.generation import generate_responses
-from alignflow.training.reward import pair_accuracy, score_texts
+from alignflow.training.reward import finite_margins, pair_accuracy, score_texts
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,14 @@ def test_reward_scores_do_not_depend_on_padding(reward_model, tokenizer):
     alone = [score_texts(reward_model, tokenizer, [t])[0] for t in texts]
     assert together == pytest.approx(alone, abs=1e-5)
     assert pair_accuracy([1.0, 0.0, 2.0], [0.5, 0.0, 3.0]) == pytest.approx(1 / 3)
+
+
+def test_a_reward_model_that_scores_a_pair_nan_is_stopped_with_the_count():
+    from alignflow.training.stability import NonFiniteLoss
+
+    assert finite_margins([1.0, 2.0], [0.5, 3.0], "heldout") == [0.5, -1.0]
+    with pytest.raises(NonFiniteLoss, match="scores 2 of 3 heldout pairs NaN or infinite"):
+        finite_margins([1.0, float("nan"), float("inf")], [0.0, 0.0, float("inf")], "heldout")
 
 
 def test_the_group_methods_reward_function_reads_the_reward_model_as_ppo_does(reward_model, tokenizer):

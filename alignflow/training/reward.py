@@ -67,6 +67,22 @@ def reward_function(model, tokenizer, *, batch_size: int = 32):
     return reward_model
 
 
+def finite_margins(chosen: Sequence[float], rejected: Sequence[float], split: str) -> list[float]:
+    """chosen - rejected per pair; a reward model that scores any pair NaN or infinite (a diverged
+    run, a backbone that gives NaN on padding) is stopped here, before its metrics and plots."""
+    import math
+
+    from alignflow.training.stability import NonFiniteLoss
+
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    bad = sum(not math.isfinite(m) for m in margins)
+    if bad:
+        raise NonFiniteLoss(f"reward_model: the trained model scores {bad} of {len(margins)} {split} pairs NaN or "
+                            "infinite: training diverged or the backbone gives non-finite states. Lower the "
+                            "learning rate, enable clipping (max_grad_norm) or try execution.dtype float32, then rerun.")
+    return margins
+
+
 def pair_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> float:
     """Share of pairs whose chosen response scores strictly higher."""
     pairs = list(zip(chosen, rejected, strict=True))
