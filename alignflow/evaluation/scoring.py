@@ -164,13 +164,25 @@ def prefix_sharing_is_exact(model, longest: int) -> bool:
     holds the longest request. A convolution or recurrent state (LFM2, Mamba) would carry a short
     prefix's padding into its rows: such models score every request whole, as lm-evaluation-harness
     does."""
+    windows = getattr(model, "_alignflow_cache_windows", None)
+    if windows is None:  # once per model: a one-token forward shows its cache's layers
+        windows = model._alignflow_cache_windows = _cache_windows(model)
+    return bool(windows) and all(window is not None and window > longest for window in windows)
+
+
+def _cache_windows(model) -> list[float | None]:
+    """Per cache layer: how many tokens it keeps (inf for full attention, a sliding layer's window),
+    None for a layer that is not keys and values."""
     from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
     out = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=model.device), use_cache=True)
-    layers = getattr(_output_cache(out), "layers", None)
-    return bool(layers) and all(
-        type(layer) is DynamicLayer or (type(layer) is DynamicSlidingWindowLayer and layer.sliding_window > longest)
-        for layer in layers)
+    windows: list[float | None] = []
+    for layer in getattr(_output_cache(out), "layers", None) or []:
+        if type(layer) is DynamicLayer:
+            windows.append(float("inf"))
+        else:
+            windows.append(layer.sliding_window if type(layer) is DynamicSlidingWindowLayer else None)
+    return windows
 
 
 def _select_cache(cache, rows: torch.Tensor):
