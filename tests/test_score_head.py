@@ -64,3 +64,52 @@ def test_an_architecture_without_a_causal_lm_backbone_is_a_clear_error():
 
     with pytest.raises(ValueError, match="DistilBertConfig: transformers has no causal-LM backbone"):
         score_head_class(DistilBertConfig)
+
+
+def test_alignflows_head_scores_a_padded_batch_as_transformers_own_head(tiny_tokenizer):
+    from helpers import tiny_llama_config
+    from transformers import LlamaForSequenceClassification
+
+    config = tiny_llama_config(tiny_tokenizer, num_labels=1)
+    torch.manual_seed(0)
+    native = LlamaForSequenceClassification(config).eval()
+    ours = score_head_class(type(config))(config).eval()
+    ours.load_state_dict(native.state_dict())
+    pad = tiny_tokenizer.pad_token_id
+    ids = torch.tensor([[pad, pad, 5, 6, 7], [3, 4, 5, 6, 7], [3, 4, 5, pad, pad]])
+    with torch.no_grad():
+        expected = native(input_ids=ids, attention_mask=(ids != pad).long()).logits
+        scores = ours(input_ids=ids, attention_mask=(ids != pad).long()).logits
+    assert scores.flatten().tolist() == pytest.approx(expected.flatten().tolist(), abs=1e-6)
+
+
+# Falcon-H1 initialises buffers at the model level (its µP multipliers), Mamba returns no attentions.
+STATE_SPACE = {
+    "falcon_h1": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, mamba_n_heads=2, mamba_d_head=32, mamba_d_ssm=64,
+                      mamba_d_state=8, mamba_chunk_size=8),
+    "mamba": dict(hidden_size=32, num_hidden_layers=2, state_size=8),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STATE_SPACE))
+def test_state_space_backbones_load_whole_into_the_head_and_score_finite(kind, tiny_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    config = AutoConfig.for_model(kind, vocab_size=len(tiny_tokenizer), pad_token_id=tiny_tokenizer.pad_token_id,
+                                  eos_token_id=tiny_tokenizer.eos_token_id, bos_token_id=None, **STATE_SPACE[kind])
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    causal = AutoModelForCausalLM.from_pretrained(tmp_path)
+    model, tokenizer = reward_model_and_tokenizer(str(tmp_path), resolve_placement("cpu"))
+    backbone = dict(model.base_model.named_buffers())
+    assert all(torch.equal(b, backbone[name]) for name, b in causal.base_model.named_buffers()), \
+        "every buffer, the ones no checkpoint holds included, as the causal LM has it"
+    tokenizer.padding_side = "left"
+    batch = tokenizer(["1+1=2", "hello world, a short English line"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        scores = model(**batch).logits[:, 0]
+        alone = model(**tokenizer(["1+1=2"], return_tensors="pt")).logits[0, 0]
+    assert torch.isfinite(scores).all()
+    assert scores[0].item() == pytest.approx(alone.item(), abs=1e-4)
