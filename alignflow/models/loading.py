@@ -9,6 +9,12 @@
   `generate`), and the ids that end a response (`stop_token_ids`): the generation config's eos
   ids, the tokenizer's eos and the template's end-of-turn token.
 - A model that cannot be loaded is a `ModelLoadError` naming it and the cause, in one line.
+- A mixture-of-experts configuration that counts its experts as `num_local_experts` only also
+  answers to `num_experts` (`alias_expert_count`), as Mixtral's does: TRL's MoE load-balancing
+  loss reads that name. A model loaded to generate or score, and every model alignflow saves, has
+  `output_router_logits` off (`router_logits_off`): TRL turns it on for training, and a model
+  that keeps it on computes that loss in every `generate` step, where the router sees one new
+  token and the attention mask all of them (a shape error in Mixtral-style models).
 """
 
 from __future__ import annotations
@@ -238,8 +244,40 @@ def load_causal_lm(name_or_path: str, placement: Placement, *, trainable: bool =
     require_local_model(name_or_path)
     with model_errors(name_or_path), _LOADING:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    alias_expert_count(model.config)
+    if not trainable:
+        router_logits_off(model.config)
     model.to(placement.torch_device)
     return model if trainable else model.eval()
+
+
+def alias_expert_count(config) -> None:
+    """Let `config.num_experts` read `num_local_experts` where only the latter exists (Granite MoE
+    and Granite 4 hybrids, Phi-3.5-MoE, Llama 4 in transformers 5): TRL's trainers add the MoE
+    load-balancing loss for every config with `output_router_logits` and read the expert count as
+    `text_config.num_experts`, an AttributeError on these. The alias goes into the configuration
+    class's own `attribute_map`, the way Mixtral's configuration declares it, so nothing new is
+    written into a saved config.json."""
+    for part in {id(c): c for c in (config, _text_config(config))}.values():
+        cls = type(part)
+        names = set(vars(part)) | set(getattr(cls, "attribute_map", {}))
+        if "num_local_experts" in vars(part) and "num_experts" not in names:
+            cls.attribute_map = {**cls.attribute_map, "num_experts": "num_local_experts"}
+
+
+def router_logits_off(config) -> None:
+    """Turn off a mixture-of-experts model's router outputs (and so its load-balancing loss): a
+    training term, which TRL's trainers switch on in the model's config for the run."""
+    for part in {id(c): c for c in (config, _text_config(config))}.values():
+        if getattr(part, "output_router_logits", False):
+            part.output_router_logits = False
+
+
+def _text_config(config):
+    try:
+        return config.get_text_config()
+    except ValueError:  # several text configs (an encoder-decoder): none is the causal LM's
+        return config
 
 
 def load_reward_model(name_or_path: str, placement: Placement, tokenizer, *, trainable: bool = False):
@@ -267,6 +305,7 @@ def save_model(model, tokenizer, folder: Path) -> Path:
     if generation is not None:
         generation.eos_token_id = response_stop_ids(tokenizer)
         generation.pad_token_id = tokenizer.pad_token_id
+    router_logits_off(model.config)
     state = full_state_dict(model)
     if state is None:
         model.save_pretrained(folder)
