@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as error:
+        from alignflow.progress import close_open_bars
+
+        close_open_bars()
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -23,8 +23,14 @@ class ModelLoadError(ValueError):
     causal LM, a hub id that cannot be reached); the message names the model and the cause."""
 
 
+class NonFiniteLoss(RuntimeError):
+    """Training diverged: the loss (or a trained model's scores) became NaN or infinite. The run
+    stops before saving anything after it; the message says where and what to change (learning
+    rate, clipping, dtype, data)."""
+
+
 # What `alignflow` reports as one line: the user can fix these without reading a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, PipelineError, DataError, ModelLoadError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, PipelineError, DataError, ModelLoadError, NonFiniteLoss)
 
 
 class _UserErrorConsoleFilter:

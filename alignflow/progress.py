@@ -36,3 +36,12 @@ class StepProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def close_open_bars() -> None:
+    """End every bar still drawn: a stage that fails mid-loop leaves its bar open, and the error
+    line printed next would otherwise continue the bar's line."""
+    from tqdm import tqdm as base
+
+    for bar in list(getattr(base, "_instances", ())):
+        bar.close()

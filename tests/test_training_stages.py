@@ -369,3 +369,31 @@ def test_every_training_stage_logs_the_tables_it_read_as_the_datasets_its_upstre
         for name in names:
             assert inputs[name][0] == produced[name][0], (stage, name, "same digest as its producer logged")
     assert dataset_inputs(first_run(training_project, "sft"))["instructions-train"][1] == "training"
+
+
+def test_a_diverging_stage_is_one_line_that_says_what_to_change(training_project, project, capsys):
+    """A NaN or infinite loss is the user's to fix (learning rate, clipping, dtype, data): one
+    `error:` line, exit 2, no traceback, like a bad config. Here SFT starts from a base model whose
+    embeddings hold a NaN, as a diverged checkpoint would."""
+    base = next((project / "artifacts" / "pretrain").glob("pretrain-*")) / "model"
+    model = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[:, 0] = float("nan")
+    model.save_pretrained(project / "models" / "diverged")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if (base / name).is_file():
+            (project / "models" / "diverged" / name).write_bytes((base / name).read_bytes())
+
+    def from_the_diverged_model(config: dict) -> None:
+        config["base_model"] = "models/diverged"
+        config["stages"] = {name: config["stages"][name] for name in ("build", "clean", "validate", "sft")}
+        config.pop("sweeps", None)
+
+    config = config_variant(training_project, "sft-diverges", None, from_the_diverged_model)
+    result = run_in_this_process(["run", config], project, capsys)
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: non-finite training loss (nan) at step 1"), last
+    assert "checkpoints/sft/" in last, "the message names the stage's checkpoint folder"
+    assert "Lower the learning rate" in last

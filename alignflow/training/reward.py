@@ -72,7 +72,7 @@ def finite_margins(chosen: Sequence[float], rejected: Sequence[float], split: st
     run, a backbone that gives NaN on padding) is stopped here, before its metrics and plots."""
     import math
 
-    from alignflow.training.stability import NonFiniteLoss
+    from alignflow.errors import NonFiniteLoss
 
     margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
     bad = sum(not math.isfinite(m) for m in margins)

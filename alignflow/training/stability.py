@@ -8,9 +8,9 @@ import math
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from alignflow.errors import NonFiniteLoss
 
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite; the run stops before saving anything after it."""
+__all__ = ["NonFiniteLoss", "ReduceLROnPlateau", "check_finite"]
 
 
 def check_finite(loss: float, step: int, checkpoints: str) -> None:
