@@ -39,7 +39,7 @@ MODEL_STAGES = {"self_instruct", "sft", "preferences", "reward_model", "dpo", "p
 
 @pytest.fixture(scope="session")
 def foreign(tmp_path_factory) -> Path:
-    """A project folder with the three foreign models under models/ (tokenizers trained on its data)."""
+    """A project folder with the foreign models (alignflow.demo.foreign.KINDS) under models/ (tokenizers trained on its data)."""
     folder = make_project(tmp_path_factory.mktemp("foreign"))
     texts = corpus_texts(folder / "data")
     for kind in KINDS:
