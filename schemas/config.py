@@ -8,6 +8,7 @@ rather than a silently ignored setting.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -178,6 +179,12 @@ class PipelineConfig(Section):
         None,
         description="Hub id or local folder of the model to post-train. Unset: the pretrain stage builds one.",
     )
+    base_model_revision: str | None = Field(
+        None,
+        description="Branch, tag or commit of a hub base_model (unset: main). The pretrain stage resolves the hub "
+        "id at this revision to its commit and local snapshot; every later stage loads that snapshot, and the "
+        "commit is recorded, so a run never mixes revisions.",
+    )
     chat_template: str | None = Field(
         None,
         description="Jinja chat template for the base model's tokenizer, inline or the path of a .jinja file. "
@@ -207,7 +214,8 @@ class PipelineConfig(Section):
     @property
     def base_source(self) -> BaseModelSource:
         """The pretrain stage's section (base_model, or stages.pretrain)."""
-        return BaseModelSource(base_model=self.base_model, pretrain=self.stages.pretrain)
+        return BaseModelSource(base_model=self.base_model, base_model_revision=self.base_model_revision,
+                               pretrain=self.stages.pretrain)
 
     @model_validator(mode="after")
     def _one_base_model(self) -> PipelineConfig:
@@ -215,6 +223,11 @@ class PipelineConfig(Section):
             raise ValueError("set either base_model or stages.pretrain, not both")
         if not self.base_model and not self.stages.pretrain:
             raise ValueError("set base_model (hub id or folder) or stages.pretrain (build the demo model)")
+        if self.base_model_revision and not self.base_model:
+            raise ValueError("base_model_revision is the revision of a hub base_model; base_model is not set")
+        if self.base_model_revision and Path(self.base_model).expanduser().is_dir():
+            raise ValueError(f"base_model_revision: base_model {self.base_model!r} is a local folder, which has no "
+                             "revisions (its files are fingerprinted instead)")
         return self
 
     @model_validator(mode="after")

@@ -1,8 +1,9 @@
 """Stage `pretrain`: provide the pipeline's base model.
 
 Demo path: generate the synthetic few-shot corpus, train a byte-level BPE tokenizer, build a
-tiny Llama and pretrain it on CPU. Real path (`base_model:` set): fingerprint the given hub id
-or local folder and pass it on; nothing is trained.
+tiny Llama and pretrain it on CPU. Real path (`base_model:` set): check the given local folder
+(keyed on its files' fingerprint) or hub id (resolved at `base_model_revision` to its commit and
+local snapshot, which every later stage loads) and pass it on; nothing is trained.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from alignflow.tracking.runs import log_table_input
 
 
 def pretrain_key(source: BaseModelSource, config: PipelineConfig) -> dict:
-    """A given base model keys on its name and (for a folder) its files; the demo model on its recipe."""
+    """A given base model keys on its name and (for a folder) its files or (for a hub id) the asked
+    revision; the demo model on its recipe."""
     if source.base_model:
         local = Path(source.base_model).expanduser()
         fingerprint = folder_fingerprint(local) if local.is_dir() else None
-        return {"base_model": source.base_model, "fingerprint": fingerprint}
+        revision = {"revision": source.base_model_revision} if source.base_model_revision else {}
+        return {"base_model": source.base_model, "fingerprint": fingerprint, **revision}
     return {"seed": config.seed, **source.pretrain.model_dump(mode="json")}
 
 
@@ -101,20 +104,30 @@ def build_demo_base_model(settings: PretrainConfig, config: PipelineConfig, out_
                        summary=summary)
 
 
-def reference_base_model(name_or_path: str, out_dir: Path) -> StageOutput:
-    """Check that a hub id or local folder holds a causal LM (weights' headers, config, tokenizer)
-    without loading its weights; record it."""
-    from alignflow.models.loading import check_causal_lm
+def reference_base_model(name_or_path: str, out_dir: Path, revision: str | None = None) -> StageOutput:
+    """Check that a local folder or hub id holds a causal LM (weights' headers, config, tokenizer)
+    without loading its weights; record it. A hub id is taken at `revision` into the local Hugging
+    Face cache first: its snapshot folder is the model the later stages load, and its commit goes
+    into base_model.json, part of this stage's output digest: when `--refresh pretrain` finds a new
+    commit at the revision, every later stage recomputes; the same commit keeps them cached."""
+    from alignflow.models.loading import check_causal_lm, hub_snapshot
 
-    record = check_causal_lm(name_or_path)
+    model = name_or_path
+    pinned = {}
+    if not Path(name_or_path).expanduser().is_dir():
+        folder = hub_snapshot(name_or_path, revision)
+        model, pinned = str(folder), {"revision": revision or "main", "commit": folder.name}
+    record = {**check_causal_lm(model), "base_model": name_or_path, **pinned}
     (out_dir / "base_model.json").write_text(json.dumps(record, indent=1))
     mlflow.log_dict(record, "base_model.json")
-    return StageOutput(outputs={"model": name_or_path}, summary=record)
+    if pinned:
+        mlflow.log_params({"base_model.revision": pinned["revision"], "base_model.commit": pinned["commit"]})
+    return StageOutput(outputs={"model": model}, summary=record)
 
 
 @stage("pretrain", result=ModelRef, key=pretrain_key, loads_models=True)
 def pretrain(cfg: BaseModelSource, run: StageRun) -> StageOutput:
     """Build the demo base model, or reference base_model."""
     if cfg.base_model:
-        return reference_base_model(cfg.base_model, run.out_dir)
+        return reference_base_model(cfg.base_model, run.out_dir, cfg.base_model_revision)
     return build_demo_base_model(cfg.pretrain, run.config, run.out_dir, run.name)

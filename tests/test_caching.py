@@ -2,6 +2,7 @@ import json
 
 from alignflow.pipeline.caching import (
     code_digest,
+    gone_output,
     module_closure,
     stage_cache_key,
     verify_manifest,
@@ -116,3 +117,14 @@ def test_model_cards_are_listed_but_not_part_of_the_digest(tmp_path):
     assert "model/README.md" in json.loads((tmp_path / "manifest.json").read_text())["files"]
     (tmp_path / "model" / "weights.bin").write_bytes(b"\x02" * 8)
     assert write_manifest(tmp_path) != first
+
+
+def test_a_cached_output_outside_its_folder_that_is_gone_is_a_miss(tmp_path):
+    """A hub model's snapshot lives in the Hugging Face cache, outside the stage folder's manifest."""
+    out_dir, snapshot = tmp_path / "artifacts" / "pretrain-k", tmp_path / "hf" / "snapshots" / "abc"
+    out_dir.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    outputs = {"model": str(snapshot), "table": str(out_dir / "not-written.parquet"), "name": "org/model"}
+    assert gone_output(outputs, out_dir) is None, "paths inside the folder are the manifest's business"
+    snapshot.rmdir()
+    assert gone_output(outputs, out_dir) == f"output model {snapshot} is gone"

@@ -91,6 +91,15 @@ def test_cross_field_rules():
                                                            "model": {"max_position_embeddings": 64}}}})
 
 
+def test_a_revision_belongs_to_a_hub_base_model(tmp_path):
+    assert parse_config({"name": "x", "base_model": "org/m", "base_model_revision": "v1"}).base_source \
+        .base_model_revision == "v1"
+    with pytest.raises(ConfigError, match="base_model_revision is the revision of a hub base_model"):
+        parse_config({"name": "x", "base_model_revision": "v1", "stages": {"pretrain": {}}})
+    with pytest.raises(ConfigError, match="is a local folder, which has no revisions"):
+        parse_config({"name": "x", "base_model": str(tmp_path), "base_model_revision": "v1"})
+
+
 def test_config_is_frozen():
     config = parse_config({"name": "x", "base_model": "some/model"})
     with pytest.raises(ValueError):

@@ -205,6 +205,47 @@ def test_a_bad_base_model_is_one_line_and_exit_code_2(foreign, case, capsys):
 
 
 @pytest.mark.slow
+def hub_cache_with(cache: Path, repo_id: str, commits: dict[str, tuple[str, Path]]) -> None:
+    """A Hugging Face cache holding `repo_id` as downloads leave it: a snapshot folder per commit
+    (`ref -> (commit, source folder)`: the source's files copied in) and a ref file naming each."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    for ref, (commit, source) in commits.items():
+        (root / "refs" / ref).write_text(commit)
+        if not (root / "snapshots" / commit).exists():
+            shutil.copytree(source, root / "snapshots" / commit)
+
+
+def test_a_hub_model_is_pinned_to_the_commit_of_its_revision(foreign, monkeypatch):
+    """base_model_revision picks the hub commit (from the cache here: no network); the pretrain stage
+    records the commit and hands on the snapshot folder, which SFT trains from."""
+    main, tagged = "a" * 40, "b" * 40
+    hub_cache_with(foreign / "hf-cache", "alignflow-test/tiny", {
+        "main": (main, foreign / "models" / "qwen2_chatml"), "v1": (tagged, foreign / "models" / "llama_wordpiece")})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import: a new process
+    monkeypatch.setenv("HF_HUB_CACHE", str(foreign / "hf-cache"))
+    stages = {name: STAGES[name] for name in ("build", "clean", "validate", "sft")}
+    stages["build"] = {**stages["build"], "demo_families": {"families": ["add", "reverse"], "per_family": 12}}
+    config = {"name": "hub-pinned", "seed": 0, "base_model": "alignflow-test/tiny", "base_model_revision": "v1",
+              "stages": stages}
+    (foreign / "configs" / "pinned.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = run_cli(["run", "configs/pinned.yaml"], foreign, foreign / ".prefect")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert stage_statuses(result.stdout)["sft"] == "computed"
+    params = stage_params(foreign, "hub-pinned")
+    assert params["pretrain"]["base_model.commit"] == tagged and params["pretrain"]["base_model.revision"] == "v1"
+    record = json.loads(next((foreign / "artifacts" / "pretrain").glob(
+        f"{params['pretrain']['cache_key']}*/base_model.json")).read_text())
+    assert record == {"base_model": "alignflow-test/tiny", "model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                      "revision": "v1", "commit": tagged}, "v1's files, not main's Qwen2"
+
+    config["base_model_revision"] = "v9"
+    (foreign / "configs" / "pinned.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    missing = run_cli(["validate", "configs/pinned.yaml"], foreign, foreign / ".prefect")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+    assert missing.stderr.startswith("error: model 'alignflow-test/tiny@v9' cannot be loaded: ")
+
+
 def test_a_hub_id_that_cannot_be_reached_is_one_line(foreign, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import: a new process
     (foreign / "configs" / "hub.yaml").write_text("name: hub\nbase_model: some-org/some-model\n", encoding="utf-8")

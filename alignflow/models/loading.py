@@ -211,23 +211,46 @@ def _safetensors_problem(file: Path) -> str | None:
     return None if actual == expected else f"{actual} bytes, the header describes {expected}"
 
 
-def check_causal_lm(name_or_path: str) -> dict[str, Any]:
+def check_causal_lm(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
     """Everything about a base model that can be checked without loading its weights: the folder,
-    the weights' headers, the config (a causal LM architecture) and the tokenizer. Returns what a
-    run records about it; raises ModelLoadError naming the model and the cause."""
+    the weights' headers, the config (a causal LM architecture) and the tokenizer (of a hub id: at
+    `revision`). Returns what a run records about it; raises ModelLoadError naming the model and
+    the cause."""
     from transformers import AutoConfig, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    named = name_or_path if revision is None else f"{name_or_path}@{revision}"
     require_local_model(name_or_path)
-    with model_errors(name_or_path):
-        config = AutoConfig.from_pretrained(name_or_path)
+    with model_errors(named):
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ModelLoadError(f"model {name_or_path!r} cannot be loaded: its config is a {config.model_type!r} "
+        raise ModelLoadError(f"model {named!r} cannot be loaded: its config is a {config.model_type!r} "
                              "model, which has no causal-LM head (AutoModelForCausalLM does not support it)")
-    with model_errors(name_or_path, "tokenizer of"):
-        AutoTokenizer.from_pretrained(name_or_path)
+    with model_errors(named, "tokenizer of"):
+        AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     return {"base_model": name_or_path, "model_type": config.model_type,
             "architectures": getattr(config, "architectures", None)}
+
+
+# What from_pretrained reads for a causal LM and its tokenizer: top-level files only (not the
+# original/ checkpoints, ONNX or GGUF exports some repos carry), PyTorch pickles only where a repo
+# has no safetensors.
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja"]
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The local folder of hub model `repo_id` at `revision` (branch, tag or commit; unset: main),
+    downloaded into the Hugging Face cache where needed (offline: found there). The folder is named
+    by its commit, and its files never change: stages that load it load the same model."""
+    from huggingface_hub import snapshot_download
+
+    named = repo_id if revision is None else f"{repo_id}@{revision}"
+    with model_errors(named):
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES, ignore_patterns=["*/*"]))
+        if not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[*HUB_FILES, "*.bin"],
+                                            ignore_patterns=["*/*"]))
+    return folder
 
 
 # from_pretrained builds models under process-wide patches of torch (empty "meta" weights): two

@@ -171,6 +171,17 @@ def verify_manifest(folder: Path, expected_digest: str, mode: str = "sha256") ->
     return None
 
 
+def gone_output(outputs: dict[str, str], out_dir: Path) -> str | None:
+    """Why a cached result's outputs are unusable although its folder checks out: an absolute path
+    outside that folder (so outside its manifest) that no longer exists, like a hub model's
+    snapshot in the Hugging Face cache."""
+    for name, value in outputs.items():
+        path = Path(value)
+        if path.is_absolute() and not path.is_relative_to(out_dir.resolve()) and not path.exists():
+            return f"output {name} {value} is gone"
+    return None
+
+
 def read_cached_result(storage: Path, key: str):
     """(StageResult, None) for what Prefect persisted under `key`; (None, why not) otherwise."""
     from prefect.filesystems import LocalFileSystem

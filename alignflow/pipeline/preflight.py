@@ -33,7 +33,7 @@ def check_pipeline(config: PipelineConfig) -> None:
     if config.base_model:
         from alignflow.models.loading import check_causal_lm
 
-        check_causal_lm(config.base_model)
+        check_causal_lm(config.base_model, config.base_model_revision)
     build = config.stages.build
     if build is not None:
         files = [("build.seeds", s) for s in build.seeds]

@@ -27,6 +27,7 @@ from alignflow.errors import PipelineError
 from alignflow.pipeline.caching import (
     code_digest,
     evict_cached_result,
+    gone_output,
     read_cached_result,
     stage_cache_key,
     verify_manifest,
@@ -196,7 +197,8 @@ def lookup(config: PipelineConfig, key: str) -> tuple[StageResult | None, str | 
     cached, problem = read_cached_result(cache_dir(config), key)
     if cached is None:
         return None, problem
-    problem = verify_manifest(Path(cached.out_dir), cached.digest, config.cache.verify)
+    out_dir = Path(cached.out_dir)
+    problem = verify_manifest(out_dir, cached.digest, config.cache.verify) or gone_output(cached.outputs, out_dir)
     return (None, problem) if problem else (cached, None)
 
 

@@ -103,4 +103,5 @@ class BaseModelSource(Section):
     """Where the pipeline's base model comes from: a hub id or folder, or the demo pretraining."""
 
     base_model: str | None = None
+    base_model_revision: str | None = None
     pretrain: PretrainConfig | None = None
