@@ -216,20 +216,22 @@ def hub_cache_with(cache: Path, repo_id: str, commits: dict[str, tuple[str, Path
             shutil.copytree(source, root / "snapshots" / commit)
 
 
-def test_a_hub_model_is_pinned_to_the_commit_of_its_revision(foreign, monkeypatch):
+def test_a_hub_model_is_pinned_to_the_commit_of_its_revision(foreign, monkeypatch, capsys):
     """base_model_revision picks the hub commit (from the cache here: no network); the pretrain stage
     records the commit and hands on the snapshot folder, which SFT trains from."""
+    from huggingface_hub import constants
+
     main, tagged = "a" * 40, "b" * 40
     hub_cache_with(foreign / "hf-cache", "alignflow-test/tiny", {
         "main": (main, foreign / "models" / "qwen2_chatml"), "v1": (tagged, foreign / "models" / "llama_wordpiece")})
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import: a new process
-    monkeypatch.setenv("HF_HUB_CACHE", str(foreign / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what huggingface_hub and transformers read
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(foreign / "hf-cache"))
     stages = {name: STAGES[name] for name in ("build", "clean", "validate", "sft")}
     stages["build"] = {**stages["build"], "demo_families": {"families": ["add", "reverse"], "per_family": 12}}
     config = {"name": "hub-pinned", "seed": 0, "base_model": "alignflow-test/tiny", "base_model_revision": "v1",
               "stages": stages}
     (foreign / "configs" / "pinned.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = run_cli(["run", "configs/pinned.yaml"], foreign, foreign / ".prefect")
+    result = run_in_this_process(["run", "configs/pinned.yaml"], foreign, capsys)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert stage_statuses(result.stdout)["sft"] == "computed"
     params = stage_params(foreign, "hub-pinned")
@@ -241,7 +243,7 @@ def test_a_hub_model_is_pinned_to_the_commit_of_its_revision(foreign, monkeypatc
 
     config["base_model_revision"] = "v9"
     (foreign / "configs" / "pinned.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    missing = run_cli(["validate", "configs/pinned.yaml"], foreign, foreign / ".prefect")
+    missing = run_in_this_process(["validate", "configs/pinned.yaml"], foreign, capsys)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
     assert missing.stderr.startswith("error: model 'alignflow-test/tiny@v9' cannot be loaded: ")
 
