@@ -30,7 +30,7 @@ from helpers import (  # noqa: E402
     TrainedProject,
     edit_config,
     make_project,
-    run_cli,
+    run_here,
     tiny_llama_config,
 )
 
@@ -63,7 +63,7 @@ def training_project(tmp_path_factory) -> TrainedProject:
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     config["sweeps"] = SWEEPS
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    result = run_cli(["run", "configs/prefs.yaml"], folder, folder / ".prefect")
+    result = run_here(["run", "configs/prefs.yaml"], folder)
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("smoke")

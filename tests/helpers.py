@@ -42,6 +42,21 @@ def run_in_this_process(args: list[str], cwd: Path, capsys: pytest.CaptureFixtur
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
+def run_here(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`run_in_this_process` for a fixture wider than one test (capsys is per test): the output is
+    caught by redirecting sys.stdout and sys.stderr."""
+    import contextlib
+    import io
+
+    from alignflow.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        patch.chdir(cwd)
+        code = main(args)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 # A run is stuck, not slow, when it prints nothing for this long: the limit follows the work (a
 # loaded machine makes runs longer, not quieter), where a fixed wall-clock limit failed under load.
 QUIET_LIMIT_S = 600

@@ -15,7 +15,7 @@ from helpers import (
     make_project,
     metric_steps,
     project_store,
-    run_cli,
+    run_here,
     run_in_this_process,
     run_until_killed,
     stage_runs,
@@ -49,7 +49,7 @@ def project(tmp_path_factory) -> Path:
     `--only` from its cached upstream, in any order."""
     folder = make_project(tmp_path_factory.mktemp("launcher"))
     build_foreign_model("qwen2_chatml", folder / "models" / "qwen2", corpus_texts(folder / "data"))
-    inline = run_cli(["run", write_config(folder, "inline.yaml")], folder, folder / ".prefect")
+    inline = run_here(["run", write_config(folder, "inline.yaml")], folder)
     assert inline.returncode == 0, inline.stdout[-3000:] + inline.stderr[-3000:]
     return folder
 

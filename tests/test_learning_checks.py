@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import make_project, run_cli
+from helpers import make_project, run_here
 from mlflow.tracking import MlflowClient
 
 from alignflow.tracking.runs import TAG_STAGE
@@ -69,7 +69,7 @@ CONFIG = {
 def learning_run(tmp_path_factory):
     folder = make_project(tmp_path_factory.mktemp("learning"))
     (folder / "configs" / "learning.yaml").write_text(yaml.safe_dump(CONFIG, allow_unicode=True), encoding="utf-8")
-    result = run_cli(["run", "configs/learning.yaml"], folder, folder / ".prefect")
+    result = run_here(["run", "configs/learning.yaml"], folder)
     print(result.stdout[-6000:])  # the learning curves and tables, whatever they show (pytest -s)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return folder
