@@ -63,7 +63,7 @@ class ExecutionConfig(Section):
         "auto",
         description="Dtype frozen models (reference, reward, judge, evaluation) are loaded in; trained models "
         "keep float32 weights unless bfloat16 (then trained in bfloat16). auto: bfloat16 on a GPU that "
-        "supports it, else float32.",
+        "computes in it natively (NVIDIA Ampere or newer, AMD), else float32.",
     )
     launcher: Literal["inline", "accelerate"] = Field(
         "inline",

@@ -27,6 +27,15 @@ def test_auto_on_a_cpu_is_float32_and_an_explicit_dtype_is_kept():
         resolve_placement("cuda", "auto")
 
 
+def test_auto_dtype_is_bfloat16_only_where_a_gpu_computes_in_it_natively():
+    from alignflow.models.loading import auto_dtype
+
+    assert auto_dtype(None) == "float32"  # the CPU
+    assert auto_dtype((7, 5)) == auto_dtype((7, 0)) == "float32"  # T4, V100: bfloat16 only emulated
+    assert auto_dtype((8, 0)) == auto_dtype((8, 6)) == auto_dtype((9, 0)) == "bfloat16"  # A100, A10/3090, H100
+    assert auto_dtype((9, 4), rocm=True) == "bfloat16"
+
+
 def test_float16_trains_float32_weights_with_mixed_precision():
     from alignflow.models.loading import Placement
 

@@ -83,7 +83,8 @@ class Placement:
 def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     """`auto` device: the current CUDA device when there is one (in a launched job on GPUs, the
     rank's own, LOCAL_RANK), else the CPU. `auto` dtype:
-    bfloat16 on a GPU that supports it, else float32 (float16 on CPU is refused: too slow and lossy)."""
+    bfloat16 on a GPU that computes in it natively (`auto_dtype`), else float32 (float16 on CPU is
+    refused: too slow and lossy)."""
     import torch
 
     if device in ("auto", "cuda") and torch.cuda.is_available() and world_size() > 1:
@@ -101,10 +102,20 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         device = f"cuda:{index}"
     on_gpu = device.startswith("cuda")
     if dtype == "auto":
-        dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
+        dtype = auto_dtype(torch.cuda.get_device_capability(device) if on_gpu else None, bool(torch.version.hip))
     if dtype == "float16" and not on_gpu:
         raise ModelLoadError("execution.dtype float16 needs a CUDA device; on CPU use float32 or bfloat16")
     return Placement(device, dtype)
+
+
+def auto_dtype(capability: tuple[int, int] | None, rocm: bool = False) -> str:
+    """What `execution.dtype: auto` means on a device of this CUDA compute `capability` (None: the
+    CPU): bfloat16 where the GPU computes in it natively (NVIDIA Ampere, 8.0, or newer; AMD's), else
+    float32. torch's `is_bf16_supported()` also says yes to a T4 or V100, which only emulate it,
+    slowly; float16 stays an explicit choice (it needs loss scaling and may overflow)."""
+    if capability is None:
+        return "float32"
+    return "bfloat16" if rocm or capability[0] >= 8 else "float32"
 
 
 def activate(placement: Placement) -> None:
