@@ -394,6 +394,6 @@ def test_a_diverging_stage_is_one_line_that_says_what_to_change(training_project
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: non-finite training loss (nan) at step 1"), last
-    assert "checkpoints/sft/" in last, "the message names the stage's checkpoint folder"
+    assert last.startswith("error: sft: non-finite training loss (nan) at step 1"), last
+    assert "checkpoints/sft/" in last, "and the stage's checkpoint folder"
     assert "Lower the learning rate" in last

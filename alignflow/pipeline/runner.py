@@ -23,7 +23,7 @@ from typing import Any
 
 import mlflow
 
-from alignflow.errors import PipelineError
+from alignflow.errors import USER_ERRORS, PipelineError
 from alignflow.pipeline.caching import (
     code_digest,
     evict_cached_result,
@@ -208,7 +208,19 @@ def call_stage(stage: Stage, config: PipelineConfig, section: Any, inputs: dict[
     launched job)."""
     seed_everything(config.seed)
     run = StageRun(stage.name, config, section, dict(inputs), out_dir, stage.base)
-    return stage.fn(section, *[inputs.get(name) for name in stage.inputs], run=run)
+    try:
+        return stage.fn(section, *[inputs.get(name) for name in stage.inputs], run=run)
+    except USER_ERRORS as error:
+        raise named_by_stage(error, stage) from error
+
+
+def named_by_stage(error: Exception, stage: Stage) -> Exception:
+    """A user error of a stage, its message led by the stage's name (`sft: non-finite training
+    loss ...`) unless it already is (most stages' own messages are)."""
+    message = str(error)
+    if message.startswith((f"{stage.name}:", f"{stage.base}:", f"{stage.name} ", f"{stage.base} ")):
+        return error
+    return type(error)(f"{stage.name}: {message}")
 
 
 @dataclass(frozen=True)
