@@ -98,6 +98,9 @@ def test_a_revision_belongs_to_a_hub_base_model(tmp_path):
         parse_config({"name": "x", "base_model_revision": "v1", "stages": {"pretrain": {}}})
     with pytest.raises(ConfigError, match="is a local folder, which has no revisions"):
         parse_config({"name": "x", "base_model": str(tmp_path), "base_model_revision": "v1"})
+    with pytest.raises(ConfigError, match="judge.revision is the revision of a hub judge.model"):
+        parse_config({"name": "x", "base_model": "org/m",
+                      "stages": {"preferences": {"annotator": "judge", "judge": {"revision": "v1"}}}})
 
 
 def test_config_is_frozen():

@@ -218,7 +218,8 @@ def hub_cache_with(cache: Path, repo_id: str, commits: dict[str, tuple[str, Path
 
 def test_a_hub_model_is_pinned_to_the_commit_of_its_revision(foreign, monkeypatch, capsys):
     """base_model_revision picks the hub commit (from the cache here: no network); the pretrain stage
-    records the commit and hands on the snapshot folder, which SFT trains from."""
+    records the commit and hands on the snapshot folder, which SFT trains from. A hub judge is taken
+    at its own revision the same way."""
     from huggingface_hub import constants
 
     main, tagged = "a" * 40, "b" * 40
@@ -226,8 +227,10 @@ def test_a_hub_model_is_pinned_to_the_commit_of_its_revision(foreign, monkeypatc
         "main": (main, foreign / "models" / "qwen2_chatml"), "v1": (tagged, foreign / "models" / "llama_wordpiece")})
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what huggingface_hub and transformers read
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(foreign / "hf-cache"))
-    stages = {name: STAGES[name] for name in ("build", "clean", "validate", "sft")}
+    stages = {name: STAGES[name] for name in ("build", "clean", "validate", "sft", "preferences")}
     stages["build"] = {**stages["build"], "demo_families": {"families": ["add", "reverse"], "per_family": 12}}
+    stages["preferences"] = {**stages["preferences"], "annotator": "judge",
+                             "judge": {"model": "alignflow-test/tiny", "revision": "main"}}
     config = {"name": "hub-pinned", "seed": 0, "base_model": "alignflow-test/tiny", "base_model_revision": "v1",
               "stages": stages}
     (foreign / "configs" / "pinned.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -240,6 +243,7 @@ def test_a_hub_model_is_pinned_to_the_commit_of_its_revision(foreign, monkeypatc
         f"{params['pretrain']['cache_key']}*/base_model.json")).read_text())
     assert record == {"base_model": "alignflow-test/tiny", "model_type": "llama", "architectures": ["LlamaForCausalLM"],
                       "revision": "v1", "commit": tagged}, "v1's files, not main's Qwen2"
+    assert params["preferences"]["judge.commit"] == main, "the judge at its own revision"
 
     config["base_model_revision"] = "v9"
     (foreign / "configs" / "pinned.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -13,12 +13,22 @@ class JudgeConfig(Section):
     """A causal LM as judge: score = log P(yes) - log P(no) after a rubric prompt."""
 
     model: str | None = Field(None, description="Hub id or folder of the judge. None: the SFT model itself.")
+    revision: str | None = Field(
+        None, description="Branch, tag or commit of a hub judge (unset: main). The judge is loaded from that "
+        "commit's snapshot, and the commit is logged (param judge.commit)."
+    )
     rubric: str = Field(
         "问题：{prompt}\n回答：{response}\n这个回答正确吗？答：",
         description="Rubric prompt with {prompt} and {response}; the judge continues it with the yes or no word.",
     )
     yes: str = Field("是", description="The word for a good response.")
     no: str = Field("否", description="The word for a bad response.")
+
+    @model_validator(mode="after")
+    def _revision_of_a_model(self) -> JudgeConfig:
+        if self.revision and not self.model:
+            raise ValueError("judge.revision is the revision of a hub judge.model; judge.model is not set")
+        return self
 
 
 class PreferenceImportConfig(Section):
