@@ -63,6 +63,15 @@ def test_a_missing_seed_file_fails_before_any_flow_run(project, capsys):
     assert flow_run_count() == before
 
 
+def test_a_missing_judge_folder_fails_before_any_flow_run(project, capsys):
+    stages = {**SMOKE_STAGES["stages"],
+              "preferences": {"annotator": "judge", "judge": {"model": "./models/absent-judge"}}}
+    before = flow_run_count()
+    line = one_error_line(run_in_this_process(["run", write_config(project, "judge.yaml", stages)], project, capsys))
+    assert line == "error: stages.preferences.judge.model './models/absent-judge' cannot be loaded: no such folder"
+    assert flow_run_count() == before
+
+
 def test_eval_of_a_missing_model_folder_or_task_file(project, capsys):
     task = "data/eval/tasks/recognize_sentence_zh.yaml"
     line = one_error_line(run_in_this_process(["eval", str(project / "absent"), "--task", task], project, capsys))

@@ -172,12 +172,12 @@ def model_errors(name_or_path: str, what: str = "model") -> Iterator[None]:
         raise ModelLoadError(f"{what} {name_or_path!r} cannot be loaded: {_one_line(error)}") from None
 
 
-def require_local_model(name_or_path: str, *, weights: bool = True) -> None:
+def require_local_model(name_or_path: str, *, weights: bool = True, what: str = "model") -> None:
     """Raise the ModelLoadError of `local_model_problem` (weights=False: a folder a tokenizer can come
     from, checked before loading only the tokenizer)."""
     problem = local_model_problem(name_or_path, weights=weights)
     if problem:
-        raise ModelLoadError(f"model {name_or_path!r} cannot be loaded: {problem}")
+        raise ModelLoadError(f"{what} {name_or_path!r} cannot be loaded: {problem}")
 
 
 def local_model_problem(name_or_path: str, *, weights: bool = True) -> str | None:
@@ -222,22 +222,22 @@ def _safetensors_problem(file: Path) -> str | None:
     return None if actual == expected else f"{actual} bytes, the header describes {expected}"
 
 
-def check_causal_lm(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
-    """Everything about a base model that can be checked without loading its weights: the folder,
-    the weights' headers, the config (a causal LM architecture) and the tokenizer (of a hub id: at
-    `revision`). Returns what a run records about it; raises ModelLoadError naming the model and
-    the cause."""
+def check_causal_lm(name_or_path: str, revision: str | None = None, what: str = "model") -> dict[str, Any]:
+    """Everything about a base model (or another causal LM, `what` the config calls it) that can be
+    checked without loading its weights: the folder, the weights' headers, the config (a causal LM
+    architecture) and the tokenizer (of a hub id: at `revision`). Returns what a run records about
+    it; raises ModelLoadError naming the model and the cause."""
     from transformers import AutoConfig, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     named = name_or_path if revision is None else f"{name_or_path}@{revision}"
-    require_local_model(name_or_path)
-    with model_errors(named):
+    require_local_model(name_or_path, what=what)
+    with model_errors(named, what):
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ModelLoadError(f"model {named!r} cannot be loaded: its config is a {config.model_type!r} "
+        raise ModelLoadError(f"{what} {named!r} cannot be loaded: its config is a {config.model_type!r} "
                              "model, which has no causal-LM head (AutoModelForCausalLM does not support it)")
-    with model_errors(named, "tokenizer of"):
+    with model_errors(named, f"tokenizer of {what}"):
         AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     return {"base_model": name_or_path, "model_type": config.model_type,
             "architectures": getattr(config, "architectures", None)}

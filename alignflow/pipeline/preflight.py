@@ -13,8 +13,8 @@ LOCAL_ENDINGS = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
 
 
 def check_pipeline(config: PipelineConfig) -> None:
-    """The configured device and dtype exist here, the base model (folder, weights, config,
-    tokenizer) can be loaded, and the build stage's input files exist."""
+    """The configured device and dtype exist here, the base model and the preference judge (folder,
+    weights, config, tokenizer) can be loaded, and the build stage's input files exist."""
     if (config.execution.device, config.execution.dtype) != ("auto", "auto"):
         from alignflow.models.loading import resolve_placement
 
@@ -34,6 +34,12 @@ def check_pipeline(config: PipelineConfig) -> None:
         from alignflow.models.loading import check_causal_lm
 
         check_causal_lm(config.base_model, config.base_model_revision)
+    preferences = config.stages.preferences
+    if preferences is not None and preferences.annotator == "judge" and preferences.judge.model:
+        from alignflow.models.loading import check_causal_lm
+
+        judge = preferences.judge
+        check_causal_lm(judge.model, judge.revision, what="stages.preferences.judge.model")
     build = config.stages.build
     if build is not None:
         files = [("build.seeds", s) for s in build.seeds]
