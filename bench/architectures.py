@@ -5,7 +5,9 @@ architecture: its cache (attention, sliding window, convolution, SSM), its score
 sequence classifier or alignflow's, alignflow/models/score_head.py), its quirks (multipliers,
 soft-capping, parallel blocks). Usage:
 
-    .venv/bin/python bench/architectures.py [granite gemma3_text ...]   # default: the list below
+    .venv/bin/python bench/architectures.py [--lora] [granite gemma3_text ...]   # default: the list below
+
+`--lora` runs SFT with LoRA adapters on all-linear layers instead of full fine-tuning.
 
 Prints one row per architecture: exit code, seconds, whether transformers has a score head for it,
 and the error line of a failed run. CPU, float32, about 20-30 s an architecture.
@@ -95,7 +97,8 @@ def build_model(architecture: str, folder: Path, core) -> bool:
 def main() -> None:
     from alignflow.demo.foreign import byte_level_bpe, corpus_texts
 
-    architectures = sys.argv[1:] or ARCHITECTURES
+    lora = "--lora" in sys.argv[1:]
+    architectures = [name for name in sys.argv[1:] if name != "--lora"] or ARCHITECTURES
     project = Path(tempfile.mkdtemp(prefix="alignflow-architectures-"))
     for part in ("configs", "data"):
         shutil.copytree(REPO / part, project / part)
@@ -107,6 +110,8 @@ def main() -> None:
         run_stages = json.loads(json.dumps(stages()))
         run_stages["build"]["demo_families"] = {"families": ["add", "reverse"], "per_family": 12}
         run_stages["preferences"]["judge"] = {"model": f"models/{architecture}"}
+        if lora:
+            run_stages["sft"]["method"] = "lora"
         config = {"name": f"arch-{architecture}", "seed": 0, "base_model": f"models/{architecture}",
                   "stages": run_stages}
         path = project / "configs" / f"arch-{architecture}.yaml"

@@ -38,7 +38,6 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     score and KL to SFT), which puts it on the same reward-KL frontier. With `sft_loss_coef`, the
     SFT loss on the validated instruction rows joins DPO's (alignflow.training.sft_loss)."""
     from datasets import Dataset
-    from peft import LoraConfig as PeftLoraConfig
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
     from trl import DPOConfig, DPOTrainer
@@ -54,6 +53,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     )
     from alignflow.tracking.runs import log_models, log_tokenizer_setup, read_input
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
+    from alignflow.training.lora import lora_config
     from alignflow.training.sft_loss import stage_replay, with_sft_loss
 
     transformers_logging.disable_progress_bar()
@@ -71,9 +71,7 @@ def train_dpo(cfg: DPOStageConfig, sft: ModelRef, preferences: PreferenceData, r
     heldout = Dataset.from_pandas(heldout_frame, preserve_index=False) if len(heldout_frame) else None
     peft_config = None
     if cfg.method == "lora":
-        peft_config = PeftLoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                                     lora_dropout=cfg.lora.dropout,
-                                     target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+        peft_config = lora_config(cfg.lora, model)
     checkpoints = checkpoint_dir(run.config, "dpo", run.out_dir)
     resume_from, resume_step = resume_point(checkpoints)
     carry_over_metrics(checkpoints, mlflow.active_run().info.run_id, resume_step)

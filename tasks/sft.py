@@ -120,7 +120,6 @@ def log_mix(shares: list, out_dir: Path) -> dict[str, float]:
 def train_sft(cfg: SFTStageConfig, pretrain: ModelRef, validate: InstructionData, run: StageRun) -> StageOutput:
     """Supervised fine-tuning (full or LoRA) with loss on responses only."""
     from datasets import Dataset
-    from peft import LoraConfig as PeftLoraConfig
     from transformers import PrinterCallback
     from transformers.utils import logging as transformers_logging
 
@@ -128,6 +127,7 @@ def train_sft(cfg: SFTStageConfig, pretrain: ModelRef, validate: InstructionData
     from alignflow.tracking.runs import log_models, log_tokenizer_setup, read_input
     from alignflow.training.callbacks import MlflowMetrics, ProgressBar
     from alignflow.training.curriculum import CurriculumSampler
+    from alignflow.training.lora import lora_config
     from alignflow.training.sft_trainer import AlignflowSFTTrainer
     from alignflow.training.stability import ReduceLROnPlateau
 
@@ -151,9 +151,7 @@ def train_sft(cfg: SFTStageConfig, pretrain: ModelRef, validate: InstructionData
     log_models(policy=model)
     peft_config = None
     if settings.method == "lora":
-        peft_config = PeftLoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha,
-                                     lora_dropout=settings.lora.dropout,
-                                     target_modules=settings.lora.target_modules, task_type="CAUSAL_LM")
+        peft_config = lora_config(settings.lora, model)
 
     metrics: dict[str, float] = {}
     stream, sampler, phases_seen = None, None, []
