@@ -27,7 +27,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURES = ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "phi3", "olmo2", "granite",
-                 "cohere2", "gpt_neox", "opt", "lfm2", "granitemoehybrid", "falcon_h1", "mamba"]
+                 "cohere2", "gpt_neox", "opt", "lfm2", "mixtral", "qwen3_moe", "granitemoehybrid", "falcon_h1",
+                 "mamba"]
 SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
          "num_key_value_heads": 1, "max_position_embeddings": 256}
 # Per architecture: what its config calls the sizes, or needs beside them.
@@ -37,6 +38,8 @@ CHANGES = {
     "gpt_neox": {"num_key_value_heads": None},
     "opt": {"intermediate_size": None, "num_key_value_heads": None, "ffn_dim": 64, "word_embed_proj_dim": 32},
     "lfm2": {"layer_types": ["conv", "full_attention"], "full_attn_idxs": [1], "block_auto_adjust_ff_dim": False},
+    "mixtral": {"num_local_experts": 2, "num_experts_per_tok": 1},
+    "qwen3_moe": {"num_experts": 2, "num_experts_per_tok": 1, "moe_intermediate_size": 32, "head_dim": 16},
     "granitemoehybrid": {"layer_types": ["mamba", "attention"], "mamba_n_heads": 2, "mamba_d_head": 32,
                          "mamba_d_state": 16, "mamba_chunk_size": 16, "num_local_experts": 2,
                          "num_experts_per_tok": 1, "shared_intermediate_size": 64},
