@@ -83,23 +83,11 @@ def sample_shard(policy_path: str, device: str, dtype: str, prompts: list[str], 
                               seed=seed, first_index=first_index, progress=f"preferences: sample {first_index}..")
 
 
-def judge_folder(name_or_path: str | None, revision: str | None) -> str | None:
-    """The folder the judge loads from: a local folder as given; a hub id's snapshot at `revision`,
-    whose commit is logged (as the base model's is), so the scores name the judge they came from."""
-    if name_or_path is None or Path(name_or_path).expanduser().is_dir():
-        return name_or_path
-    from alignflow.models.loading import hub_snapshot
-
-    folder = hub_snapshot(name_or_path, revision)
-    mlflow.log_params({"judge.commit": folder.name})
-    return str(folder)
-
-
 def sampled_rankings(run: StageRun, policy_path: str, rows: pd.DataFrame, prompts: list[str]) -> list[dict]:
     """K responses per prompt from the SFT model, scored by the oracle or the judge."""
     from alignflow.data.annotation import judge_scores
     from alignflow.models.generation import generate_responses
-    from alignflow.models.loading import load_causal_lm, load_tokenizer, stage_placement
+    from alignflow.models.loading import load_causal_lm, load_tokenizer, pinned_model, stage_placement
     from alignflow.tracking.runs import log_models
 
     settings: PreferencesConfig = run.section
@@ -122,7 +110,11 @@ def sampled_rankings(run: StageRun, policy_path: str, rows: pd.DataFrame, prompt
         sampled = [responses for shard in fan_out(execution, sample_shard, shards) for responses in shard]
     judge = None
     if settings.annotator == "judge":
-        judge_path = judge_folder(settings.judge.model, settings.judge.revision) or policy_path
+        judge_path = policy_path
+        if settings.judge.model:  # a hub judge's commit is logged, as the base model's is
+            judge_path, commit = pinned_model(settings.judge.model, settings.judge.revision)
+            if commit:
+                mlflow.log_params({"judge.commit": commit})
         judge = (model, tokenizer) if judge_path == policy_path else (
             load_causal_lm(judge_path, placement), load_tokenizer(judge_path))
         log_models(judge=judge[0])

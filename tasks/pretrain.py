@@ -110,13 +110,10 @@ def reference_base_model(name_or_path: str, out_dir: Path, revision: str | None 
     Face cache first: its snapshot folder is the model the later stages load, and its commit goes
     into base_model.json, part of this stage's output digest: when `--refresh pretrain` finds a new
     commit at the revision, every later stage recomputes; the same commit keeps them cached."""
-    from alignflow.models.loading import check_causal_lm, hub_snapshot
+    from alignflow.models.loading import check_causal_lm, pinned_model
 
-    model = name_or_path
-    pinned = {}
-    if not Path(name_or_path).expanduser().is_dir():
-        folder = hub_snapshot(name_or_path, revision)
-        model, pinned = str(folder), {"revision": revision or "main", "commit": folder.name}
+    model, commit = pinned_model(name_or_path, revision)
+    pinned = {"revision": revision or "main", "commit": commit} if commit else {}
     record = {**check_causal_lm(model), "base_model": name_or_path, **pinned}
     (out_dir / "base_model.json").write_text(json.dumps(record, indent=1))
     mlflow.log_dict(record, "base_model.json")

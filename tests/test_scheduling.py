@@ -281,3 +281,19 @@ def test_stages_share_the_configured_device_unless_it_is_auto():
     assert stage_gpus(pinned) == []
     auto = PipelineConfig.model_validate({"name": "x", "base_model": "m"})
     assert stage_gpus(auto) == []  # this machine has no GPU (several are needed to spread over)
+
+
+def test_only_side_by_side_stages_spread_over_several_gpus(monkeypatch):
+    """With stages one at a time nothing is spread (and torch is not asked); with parallel_stages > 1
+    every GPU of the machine takes stages. (This machine has none: torch's count is set here.)"""
+    import torch
+
+    from alignflow.pipeline.runner import stage_gpus
+    from alignflow.schemas.config import PipelineConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    one_at_a_time = PipelineConfig.model_validate({"name": "x", "base_model": "m"})
+    side_by_side = PipelineConfig.model_validate({"name": "x", "base_model": "m", "execution": {"parallel_stages": 2}})
+    assert stage_gpus(one_at_a_time) == []
+    assert stage_gpus(side_by_side) == [0, 1, 2, 3]

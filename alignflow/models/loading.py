@@ -264,6 +264,15 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
     return folder
 
 
+def pinned_model(name_or_path: str, revision: str | None = None) -> tuple[str, str | None]:
+    """(folder to load, commit): a local folder as given (no commit); a hub id's snapshot at
+    `revision` and the commit it names, which the stage records, so what it loaded is known."""
+    if Path(name_or_path).expanduser().is_dir():
+        return name_or_path, None
+    folder = hub_snapshot(name_or_path, revision)
+    return str(folder), folder.name
+
+
 # from_pretrained builds models under process-wide patches of torch (empty "meta" weights): two
 # threads loading at once (a thread task runner's shards) corrupt each other's models.
 _LOADING = threading.Lock()
@@ -292,9 +301,9 @@ def alias_expert_count(config) -> None:
     `text_config.num_experts`, an AttributeError on these. The alias goes into the configuration
     class's own `attribute_map`, the way Mixtral's configuration declares it, so nothing new is
     written into a saved config.json."""
-    for part in {id(c): c for c in (config, _text_config(config))}.values():
+    for part in _config_parts(config):
         cls = type(part)
-        names = set(vars(part)) | set(getattr(cls, "attribute_map", {}))
+        names = set(vars(part)) | set(cls.attribute_map)
         if "num_local_experts" in vars(part) and "num_experts" not in names:
             cls.attribute_map = {**cls.attribute_map, "num_experts": "num_local_experts"}
 
@@ -302,16 +311,18 @@ def alias_expert_count(config) -> None:
 def router_logits_off(config) -> None:
     """Turn off a mixture-of-experts model's router outputs (and so its load-balancing loss): a
     training term, which TRL's trainers switch on in the model's config for the run."""
-    for part in {id(c): c for c in (config, _text_config(config))}.values():
+    for part in _config_parts(config):
         if getattr(part, "output_router_logits", False):
             part.output_router_logits = False
 
 
-def _text_config(config):
+def _config_parts(config) -> list:
+    """The configuration and its text configuration (one object for a plain causal LM)."""
     try:
-        return config.get_text_config()
+        text = config.get_text_config()
     except ValueError:  # several text configs (an encoder-decoder): none is the causal LM's
-        return config
+        text = config
+    return [config] if text is config else [config, text]
 
 
 def load_reward_model(name_or_path: str, placement: Placement, tokenizer, *, trainable: bool = False):

@@ -30,16 +30,13 @@ def check_pipeline(config: PipelineConfig) -> None:
         from alignflow.pipeline.fanout import task_runner
 
         task_runner(config.execution)  # prefect-dask missing: one line, before any stage runs
-    if config.base_model:
-        from alignflow.models.loading import check_causal_lm
+    from alignflow.models.loading import check_causal_lm  # (transformers only inside it)
 
+    if config.base_model:
         check_causal_lm(config.base_model, config.base_model_revision)
     preferences = config.stages.preferences
     if preferences is not None and preferences.annotator == "judge" and preferences.judge.model:
-        from alignflow.models.loading import check_causal_lm
-
-        judge = preferences.judge
-        check_causal_lm(judge.model, judge.revision, what="stages.preferences.judge.model")
+        check_causal_lm(preferences.judge.model, preferences.judge.revision, what="stages.preferences.judge.model")
     build = config.stages.build
     if build is not None:
         files = [("build.seeds", s) for s in build.seeds]
